@@ -1,0 +1,177 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/civicbase/civicbase/store"
+)
+
+const (
+	// defaultLimit is the page size of GET /events without a limit.
+	defaultLimit = 100
+	// maxLimit caps the page size, which bounds the memory one response
+	// takes to maxLimit payloads.
+	maxLimit = 1000
+	// listTimeout bounds the store query behind one page. fiber v2.52's
+	// net/http adaptor does not pass the request context on, so a client that
+	// disconnects does not cancel the query, and this timeout ends it instead.
+	listTimeout = 10 * time.Second
+)
+
+// eventIDPattern matches the event ids accepted as a cursor. Ids are opaque
+// to clients, but all of them are "evt_" plus lowercase hex.
+var eventIDPattern = regexp.MustCompile(`^evt_[0-9a-f]{1,64}$`)
+
+// eventsPage is the query of GET /events.
+type eventsPage struct {
+	after string
+	limit int
+}
+
+// listEvents serves GET /events?after=<id>&limit=<n>: stored events with
+// ids greater than after, oldest first. The payloads are the stored bytes,
+// spliced in unchanged, so they stay identical to what webhooks sign.
+func (a *api) listEvents(c *fiber.Ctx) error {
+	page, err := parseEventsPage(c)
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithTimeout(c.UserContext(), listTimeout)
+	defer cancel()
+	// NOTE: an after cursor whose event was pruned is served like any other
+	// id, from the next greater id, without telling the client that events
+	// between the two may have been pruned. Gap reporting comes later and
+	// will use EventSource.Exists.
+	events, err := a.events.List(ctx, page.after, page.limit+1)
+	if err != nil {
+		return fmt.Errorf("listing events after %q: %w", page.after, err)
+	}
+
+	body, err := encodeEventsPage(events, page)
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(body)
+}
+
+// parseEventsPage validates the after and limit query parameters.
+func parseEventsPage(c *fiber.Ctx) (eventsPage, error) {
+	page := eventsPage{limit: defaultLimit}
+
+	after, err := singleQuery(c, "after")
+	if err != nil {
+		return page, err
+	}
+	if after != "" && !eventIDPattern.MatchString(after) {
+		return page, &apiError{
+			Status:  http.StatusBadRequest,
+			Code:    "invalid_parameter",
+			Field:   "after",
+			Message: fmt.Sprintf(`after %s is not an event id; use "evt_" plus 1 to 64 lowercase hex digits, such as the "next" value of the previous page`, quote(after)),
+		}
+	}
+	page.after = after
+
+	limit, err := singleQuery(c, "limit")
+	if err != nil || limit == "" {
+		return page, err
+	}
+	page.limit, err = parseLimit(limit)
+	if err != nil {
+		return page, &apiError{
+			Status:  http.StatusBadRequest,
+			Code:    "invalid_parameter",
+			Field:   "limit",
+			Message: fmt.Sprintf("limit %s is not an integer from 1 to %d", quote(limit), maxLimit),
+		}
+	}
+	return page, nil
+}
+
+// parseLimit accepts decimal digits only, so "+5", "1e3" and " 5" are
+// rejected along with values out of range.
+func parseLimit(s string) (int, error) {
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return 0, fmt.Errorf("parsing limit: %q is not a decimal number", s)
+		}
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("parsing limit: %w", err)
+	}
+	if n < 1 || n > maxLimit {
+		return 0, fmt.Errorf("parsing limit: %d is out of range", n)
+	}
+	return n, nil
+}
+
+// singleQuery returns the query parameter name, or "" when it is absent. A
+// parameter given more than once is rejected, because either choice of
+// value would surprise some client.
+func singleQuery(c *fiber.Ctx, name string) (string, error) {
+	values := c.Context().QueryArgs().PeekMulti(name)
+	switch len(values) {
+	case 0:
+		return "", nil
+	case 1:
+		return string(values[0]), nil
+	default:
+		return "", &apiError{
+			Status:  http.StatusBadRequest,
+			Code:    "invalid_parameter",
+			Field:   name,
+			Message: fmt.Sprintf("%s is given %d times; send it at most once", name, len(values)),
+		}
+	}
+}
+
+// encodeEventsPage writes {"events":[…],"next":…,"hasMore":…}. events holds
+// up to page.limit+1 rows, and an extra row only sets hasMore. next is the
+// last id on the page, or page.after when the page is empty.
+func encodeEventsPage(events []store.Event, page eventsPage) ([]byte, error) {
+	hasMore := len(events) > page.limit
+	if hasMore {
+		events = events[:page.limit]
+	}
+	next := page.after
+	if len(events) > 0 {
+		next = events[len(events)-1].ID
+	}
+
+	var buf bytes.Buffer
+	buf.WriteString(`{"events":[`)
+	for i, e := range events {
+		// A payload that is not valid JSON would break the whole response,
+		// so it fails the request instead.
+		if !json.Valid(e.Payload) {
+			return nil, fmt.Errorf("encoding events page: payload of event %s is not valid JSON", e.ID)
+		}
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(e.Payload)
+	}
+	buf.WriteString(`],"next":`)
+	nextJSON, err := json.Marshal(next)
+	if err != nil {
+		return nil, fmt.Errorf("encoding next cursor: %w", err)
+	}
+	buf.Write(nextJSON)
+	buf.WriteString(`,"hasMore":`)
+	buf.WriteString(strconv.FormatBool(hasMore))
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
+}
