@@ -1,0 +1,276 @@
+package cdc
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/civicbase/civicbase/store"
+)
+
+var pgxNoRows = pgx.ErrNoRows
+
+// session is one replication connection's worth of decoding state. Nothing
+// in it survives a reconnect: the server resends from the slot's position.
+type session struct {
+	r    *Reader
+	conn *pgconn.PgConn
+	rels *relations
+	b    builder
+
+	tx    txn
+	inTxn bool
+	// skip marks a transaction whose events the store already has, because
+	// it committed before the stored checkpoint.
+	skip       bool
+	checkpoint pglogrepl.LSN
+
+	batch []store.Event
+	// committed is the end LSN of the last source transaction whose events
+	// are all in batch or in the store.
+	committed pglogrepl.LSN
+	// durable is the position reported to the slot as flushed.
+	durable    pglogrepl.LSN
+	flushAt    time.Time
+	nextStatus time.Time
+}
+
+func newSession(r *Reader, conn *pgconn.PgConn, checkpoint pglogrepl.LSN) *session {
+	durable := max(checkpoint, r.DurableLSN())
+	return &session{
+		r: r, conn: conn, rels: newRelations(r.pool, r.types, r.cfg, r.log),
+		checkpoint: checkpoint, committed: durable, durable: durable,
+		batch: make([]store.Event, 0, r.cfg.BatchSize),
+	}
+}
+
+// stream receives until an error or ctx ends. Each receive waits at most
+// until the next standby status update or the next batch flush is due.
+func (s *session) stream(ctx context.Context) error {
+	s.nextStatus = time.Now().Add(s.r.cfg.StatusInterval)
+	for {
+		if err := s.tick(ctx); err != nil {
+			return err
+		}
+		deadline := s.nextStatus
+		if !s.flushAt.IsZero() && s.flushAt.Before(deadline) {
+			deadline = s.flushAt
+		}
+		rctx, cancel := context.WithDeadline(ctx, deadline)
+		msg, err := s.conn.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return s.drain(ctx)
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receiving from slot %s: %w", s.r.cfg.Slot, err)
+		}
+		if err := s.handle(ctx, msg); err != nil {
+			return err
+		}
+	}
+}
+
+// tick runs the timed duties: flushing a waiting batch and sending the
+// periodic status update, which asks the server for a keepalive when idle so
+// the slot can advance past WAL that holds no watched changes.
+func (s *session) tick(ctx context.Context) error {
+	now := time.Now()
+	if !s.flushAt.IsZero() && !now.Before(s.flushAt) {
+		if err := s.flush(ctx); err != nil {
+			return err
+		}
+	}
+	if now.Before(s.nextStatus) {
+		return nil
+	}
+	return s.sendStatus(ctx, s.idle())
+}
+
+func (s *session) idle() bool {
+	return !s.inTxn && len(s.batch) == 0 && s.committed <= s.durable
+}
+
+func (s *session) sendStatus(ctx context.Context, replyRequested bool) error {
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: s.durable, WALFlushPosition: s.durable, WALApplyPosition: s.durable,
+		ReplyRequested: replyRequested,
+	})
+	if err != nil {
+		return fmt.Errorf("sending standby status at %s: %w", s.durable, err)
+	}
+	s.r.durable.Store(uint64(s.durable))
+	s.nextStatus = time.Now().Add(s.r.cfg.StatusInterval)
+	return nil
+}
+
+func (s *session) handle(ctx context.Context, msg pgproto3.BackendMessage) error {
+	switch m := msg.(type) {
+	case *pgproto3.CopyData:
+		return s.handleCopyData(ctx, m.Data)
+	case *pgproto3.ErrorResponse:
+		return fmt.Errorf("server error on slot %s: %w", s.r.cfg.Slot, pgconn.ErrorResponseToPgError(m))
+	case *pgproto3.CopyDone:
+		return fmt.Errorf("server ended the replication stream on slot %s", s.r.cfg.Slot)
+	}
+	return nil
+}
+
+func (s *session) handleCopyData(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("parsing keepalive: %w", err)
+		}
+		// Everything before the server's position has reached us, so when
+		// nothing is pending the slot may move there; this keeps an idle or
+		// unwatched-only database from pinning WAL.
+		moved := s.idle() && ka.ServerWALEnd > s.durable
+		if moved {
+			s.durable, s.committed = ka.ServerWALEnd, ka.ServerWALEnd
+		}
+		if ka.ReplyRequested || moved {
+			return s.sendStatus(ctx, false)
+		}
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("parsing XLogData: %w", err)
+		}
+		return s.handleWAL(ctx, xld)
+	}
+	return nil
+}
+
+func (s *session) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
+	msg, err := pglogrepl.Parse(xld.WALData)
+	if err != nil {
+		return fmt.Errorf("decoding pgoutput message at %s: %w", xld.WALStart, err)
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.RelationMessage:
+		return s.rels.update(ctx, m)
+	case *pglogrepl.BeginMessage:
+		s.tx = txn{commitLSN: m.FinalLSN, commitTime: m.CommitTime, xid: m.Xid}
+		s.inTxn = true
+		s.skip = m.FinalLSN < s.checkpoint
+	case *pglogrepl.CommitMessage:
+		s.inTxn = false
+		s.committed = max(s.committed, m.TransactionEndLSN)
+		if s.flushAt.IsZero() {
+			s.flushAt = time.Now().Add(flushDelay)
+		}
+	case *pglogrepl.InsertMessage, *pglogrepl.UpdateMessage, *pglogrepl.DeleteMessage, *pglogrepl.TruncateMessage:
+		return s.handleChange(ctx, msg)
+	}
+	return nil
+}
+
+func (s *session) handleChange(ctx context.Context, msg pglogrepl.Message) error {
+	if s.skip {
+		s.tx.seq++
+		return nil
+	}
+	changes, err := s.decode(msg)
+	if err != nil {
+		return fmt.Errorf("decoding change %d of transaction %d (commit %s): %w", s.tx.seq, s.tx.xid, s.tx.commitLSN, err)
+	}
+	for _, c := range changes {
+		s.batch = append(s.batch, s.b.events(c, &s.tx)...)
+	}
+	if len(s.batch) >= s.r.cfg.BatchSize {
+		return s.flush(ctx)
+	}
+	return nil
+}
+
+func (s *session) decode(msg pglogrepl.Message) ([]*change, error) {
+	switch m := msg.(type) {
+	case *pglogrepl.InsertMessage:
+		return one(s.withRelation(m.RelationID, func(rel *relation) (*change, error) { return s.b.insert(rel, m.Tuple) }))
+	case *pglogrepl.UpdateMessage:
+		return one(s.withRelation(m.RelationID, func(rel *relation) (*change, error) { return s.b.update(rel, m) }))
+	case *pglogrepl.DeleteMessage:
+		return one(s.withRelation(m.RelationID, func(rel *relation) (*change, error) { return s.b.delete(rel, m) }))
+	case *pglogrepl.TruncateMessage:
+		out := make([]*change, 0, len(m.RelationIDs))
+		for _, id := range m.RelationIDs {
+			rel, err := s.rels.get(id)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, truncateChange(rel))
+		}
+		return out, nil
+	}
+	return nil, nil
+}
+
+func (s *session) withRelation(id uint32, f func(*relation) (*change, error)) (*change, error) {
+	rel, err := s.rels.get(id)
+	if err != nil {
+		return nil, err
+	}
+	return f(rel)
+}
+
+func one(c *change, err error) ([]*change, error) {
+	if err != nil {
+		return nil, err
+	}
+	return []*change{c}, nil
+}
+
+// flush writes the batch and the checkpoint in one store transaction, then
+// reports the new position to the slot. Events of a transaction still in
+// progress may be written too; the checkpoint stays at the last complete
+// transaction, so a crash replays the rest under the same ids.
+func (s *session) flush(ctx context.Context) error {
+	s.flushAt = time.Time{}
+	if len(s.batch) == 0 && s.committed <= s.durable {
+		return nil
+	}
+	var cp *store.Checkpoint
+	if s.committed > s.durable {
+		cp = &store.Checkpoint{Slot: s.r.cfg.Slot, LSN: s.committed}
+	}
+	if len(s.batch) > 0 || cp != nil {
+		if err := s.r.store.Write(ctx, s.batch, cp); err != nil {
+			return err
+		}
+	}
+	clear(s.batch)
+	s.batch = s.batch[:0]
+	if cp == nil {
+		return nil
+	}
+	s.durable = s.committed
+	return s.sendStatus(ctx, false)
+}
+
+// drain runs at shutdown: it stores what is batched and reports the final
+// durable position, so a restart does not redo that work.
+func (s *session) drain(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := s.flush(ctx); err != nil {
+		return fmt.Errorf("flushing at shutdown: %w", err)
+	}
+	if err := s.sendStatus(ctx, false); err != nil {
+		return err
+	}
+	s.r.log.InfoContext(ctx, "replication stopped", "slot", s.r.cfg.Slot, "lsn", s.durable)
+	return nil
+}
