@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"sync/atomic"
 	"time"
 
@@ -30,8 +32,20 @@ const benchSchema = `CREATE TABLE bench_items (
 func benchCommand(ctx context.Context, log *slog.Logger, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	changes := fs.Int("changes", 200_000, "changes in the workload (60% inserts, 30% updates, 10% deletes)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if fs.Arg(0) != "capture" {
 		return fmt.Errorf("unknown benchmark %q; run `civicbase bench capture`", fs.Arg(0))
@@ -88,7 +102,7 @@ func benchCatchUp(ctx context.Context, c *pgcluster.Cluster, changes int) (raw, 
 		return raw, ours, err
 	}
 	defer pool.Close()
-	if err := createSlot(ctx, cfg, "raw_slot"); err != nil {
+	if err := createSlot(ctx, cfg, "catchup_raw_slot"); err != nil {
 		return raw, ours, err
 	}
 	if err := createSlot(ctx, cfg, cfg.Slot); err != nil {
@@ -97,7 +111,7 @@ func benchCatchUp(ctx context.Context, c *pgcluster.Cluster, changes int) (raw, 
 	if _, err := runWorkload(ctx, pool, changes); err != nil {
 		return raw, ours, err
 	}
-	if raw, err = rawDecode(ctx, cfg, "raw_slot", changes); err != nil {
+	if raw, err = rawDecode(ctx, cfg, "catchup_raw_slot", changes); err != nil {
 		return raw, ours, err
 	}
 	ours, err = civicbaseCapture(ctx, pool, cfg, changes, nil)
@@ -147,6 +161,7 @@ func benchDatabase(ctx context.Context, c *pgcluster.Cluster, name string) (*pgx
 		return nil, cfg, err
 	}
 	cfg.DatabaseURL = config.Secret(c.URL(name))
+	cfg.Slot = name + "_slot" // slot names are unique across the cluster
 	pool, err := openPool(ctx, c.URL(name))
 	if err != nil {
 		return nil, cfg, err

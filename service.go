@@ -177,18 +177,20 @@ func readiness(pool *pgxpool.Pool, reader *cdc.Reader) func(context.Context) []h
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		checks := []httpapi.Check{{Name: "database", OK: true}, {Name: "migrations", OK: true}, {Name: "replication", OK: true}}
+		// /readyz needs no token, so details name the problem without
+		// echoing driver errors, which can carry host and user names.
 		if err := pool.Ping(ctx); err != nil {
-			checks[0] = httpapi.Check{Name: "database", Detail: "database unreachable: " + err.Error()}
+			checks[0] = httpapi.Check{Name: "database", Detail: "database unreachable; see the service log"}
 		}
 		if n, err := sql.Pending(ctx, pool); err != nil {
-			checks[1] = httpapi.Check{Name: "migrations", Detail: "reading migration status: " + err.Error()}
+			checks[1] = httpapi.Check{Name: "migrations", Detail: "migration status unreadable; see the service log"}
 		} else if n > 0 {
 			checks[1] = httpapi.Check{Name: "migrations", Detail: fmt.Sprintf("%d migrations pending; run civicbase migrate", n)}
 		}
 		if st := reader.Status(); !st.Streaming {
-			detail := "replication not streaming"
-			if st.Err != nil {
-				detail += ": " + st.Err.Error()
+			detail := "replication not streaming; the service is reconnecting, see its log"
+			if errors.Is(st.Err, cdc.ErrSlotLost) {
+				detail = st.Err.Error()
 			}
 			checks[2] = httpapi.Check{Name: "replication", Detail: detail}
 		}

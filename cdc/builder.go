@@ -62,12 +62,13 @@ type change struct {
 // builder turns decoded changes into store events. It is not safe for
 // concurrent use; the Reader owns one.
 type builder struct {
-	buf []byte
+	buf  []byte // payload scratch
+	vals []byte // column values of the current change
 }
 
-func (b *builder) insert(rel *relation, tuple *pglogrepl.TupleData) (*change, error) {
+func (b *builder) insert(rel *relation, tuple []tupleColumn) (*change, error) {
 	c := &change{rel: rel, op: "insert"}
-	for i, col := range tuple.Columns {
+	for i, col := range tuple {
 		if i >= len(rel.columns) {
 			break
 		}
@@ -85,18 +86,18 @@ func (b *builder) insert(rel *relation, tuple *pglogrepl.TupleData) (*change, er
 	return c, nil
 }
 
-func (b *builder) update(rel *relation, msg *pglogrepl.UpdateMessage) (*change, error) {
+func (b *builder) update(rel *relation, msg *rowChange) (*change, error) {
 	c := &change{rel: rel, op: "update"}
-	if msg.OldTupleType != pglogrepl.UpdateMessageTupleTypeOld {
+	if msg.oldKind != 'O' {
 		return b.updateWithoutOld(rel, msg, c)
 	}
 	c.hasOld = true
-	for i, newCol := range msg.NewTuple.Columns {
-		if i >= len(rel.columns) || i >= len(msg.OldTuple.Columns) {
+	for i, newCol := range msg.new {
+		if i >= len(rel.columns) || i >= len(msg.old) {
 			break
 		}
-		col, oldCol := rel.columns[i], msg.OldTuple.Columns[i]
-		if newCol.DataType == pglogrepl.TupleDataTypeToast || sameValue(oldCol, newCol) {
+		col, oldCol := rel.columns[i], msg.old[i]
+		if newCol.kind == kindToast || sameValue(oldCol, newCol) {
 			continue // unchanged; an unchanged TOAST value is never sent
 		}
 		raw, _, err := b.value(col, newCol)
@@ -105,7 +106,7 @@ func (b *builder) update(rel *relation, msg *pglogrepl.UpdateMessage) (*change, 
 		}
 		c.changes.Add(col.name, raw)
 		c.changedCols = append(c.changedCols, col.name)
-		if oldCol.DataType == pglogrepl.TupleDataTypeToast {
+		if oldCol.kind == kindToast {
 			c.unavailable = append(c.unavailable, col.name)
 			continue
 		}
@@ -115,16 +116,16 @@ func (b *builder) update(rel *relation, msg *pglogrepl.UpdateMessage) (*change, 
 		}
 		c.old.Add(col.name, oldRaw)
 	}
-	c.instanceID = instanceID(rel, msg.NewTuple)
+	c.instanceID = instanceID(rel, msg.new)
 	return c, nil
 }
 
 // updateWithoutOld handles tables without REPLICA IDENTITY FULL: the old row
 // is unknown, so every column of the new row is reported, and the old key
 // when the key changed.
-func (b *builder) updateWithoutOld(rel *relation, msg *pglogrepl.UpdateMessage, c *change) (*change, error) {
+func (b *builder) updateWithoutOld(rel *relation, msg *rowChange, c *change) (*change, error) {
 	c.inexact = true
-	for i, newCol := range msg.NewTuple.Columns {
+	for i, newCol := range msg.new {
 		if i >= len(rel.columns) {
 			break
 		}
@@ -139,27 +140,24 @@ func (b *builder) updateWithoutOld(rel *relation, msg *pglogrepl.UpdateMessage, 
 		c.changes.Add(rel.columns[i].name, raw)
 		c.changedCols = append(c.changedCols, rel.columns[i].name)
 	}
-	if msg.OldTuple != nil {
-		if err := b.keyColumns(rel, msg.OldTuple, &c.old); err != nil {
+	if msg.oldKind == 'K' {
+		if err := b.keyColumns(rel, msg.old, &c.old); err != nil {
 			return nil, err
 		}
 		c.hasOld = true
 	}
-	c.instanceID = instanceID(rel, msg.NewTuple)
+	c.instanceID = instanceID(rel, msg.new)
 	return c, nil
 }
 
-func (b *builder) delete(rel *relation, msg *pglogrepl.DeleteMessage) (*change, error) {
-	c := &change{rel: rel, op: "delete", hasOld: msg.OldTuple != nil}
-	if msg.OldTuple == nil {
-		return c, nil
-	}
-	if msg.OldTupleType == pglogrepl.DeleteMessageTupleTypeKey {
-		if err := b.keyColumns(rel, msg.OldTuple, &c.old); err != nil {
+func (b *builder) delete(rel *relation, msg *rowChange) (*change, error) {
+	c := &change{rel: rel, op: "delete", hasOld: true}
+	if msg.oldKind == 'K' {
+		if err := b.keyColumns(rel, msg.old, &c.old); err != nil {
 			return nil, err
 		}
 	} else {
-		for i, col := range msg.OldTuple.Columns {
+		for i, col := range msg.old {
 			if i >= len(rel.columns) {
 				break
 			}
@@ -174,14 +172,14 @@ func (b *builder) delete(rel *relation, msg *pglogrepl.DeleteMessage) (*change, 
 			c.old.Add(rel.columns[i].name, raw)
 		}
 	}
-	c.instanceID = instanceID(rel, msg.OldTuple)
+	c.instanceID = instanceID(rel, msg.old)
 	return c, nil
 }
 
 // keyColumns adds the replica identity key columns of tuple to obj; the
 // other columns of a key tuple are sent as null and mean nothing.
-func (b *builder) keyColumns(rel *relation, tuple *pglogrepl.TupleData, obj *canon.Object) error {
-	for i, col := range tuple.Columns {
+func (b *builder) keyColumns(rel *relation, tuple []tupleColumn, obj *canon.Object) error {
+	for i, col := range tuple {
 		if i >= len(rel.columns) || !rel.columns[i].identity {
 			continue
 		}
@@ -198,39 +196,50 @@ func (b *builder) keyColumns(rel *relation, tuple *pglogrepl.TupleData, obj *can
 
 // value returns the JSON of one column value, or known=false for an
 // unchanged TOAST value whose content the stream did not carry.
-func (b *builder) value(col column, data *pglogrepl.TupleDataColumn) (raw []byte, known bool, err error) {
-	switch data.DataType {
-	case pglogrepl.TupleDataTypeNull:
+func (b *builder) value(col column, data tupleColumn) (raw []byte, known bool, err error) {
+	switch data.kind {
+	case kindNull:
 		return []byte("null"), true, nil
-	case pglogrepl.TupleDataTypeToast:
+	case kindToast:
 		return nil, false, nil
-	case pglogrepl.TupleDataTypeText:
-		raw, err := col.typ.AppendJSON(nil, data.Data)
+	case kindText:
+		// Values share one buffer per change. A slice taken before the
+		// buffer grows keeps pointing at the old array, which stays valid.
+		start := len(b.vals)
+		b.vals, err = col.typ.AppendJSON(b.vals, data.data)
 		if err != nil {
 			return nil, false, fmt.Errorf("converting column %s: %w", col.name, err)
 		}
-		return raw, true, nil
+		return b.vals[start:len(b.vals):len(b.vals)], true, nil
 	}
-	return nil, false, fmt.Errorf("column %s arrived in format %q; only text format is supported", col.name, data.DataType)
+	return nil, false, fmt.Errorf("column %s arrived in format %q; only text format is supported", col.name, data.kind)
 }
 
-func sameValue(a, b *pglogrepl.TupleDataColumn) bool {
-	return a.DataType == b.DataType && bytes.Equal(a.Data, b.Data)
+func sameValue(a, b tupleColumn) bool {
+	return a.kind == b.kind && bytes.Equal(a.data, b.data)
 }
 
 // instanceID joins the key columns' text values. A composite key joins its
 // parts with "," after escaping "\" and "," in each part with a backslash.
 // It returns nil when the table has no key or a key value is missing.
-func instanceID(rel *relation, tuple *pglogrepl.TupleData) *string {
-	if len(rel.key) == 0 || tuple == nil {
+func instanceID(rel *relation, tuple []tupleColumn) *string {
+	if len(rel.key) == 0 {
 		return nil
+	}
+	if len(rel.key) == 1 {
+		i := rel.key[0]
+		if i >= len(tuple) || tuple[i].kind != kindText {
+			return nil
+		}
+		id := string(tuple[i].data)
+		return &id
 	}
 	parts := make([]string, 0, len(rel.key))
 	for _, i := range rel.key {
-		if i >= len(tuple.Columns) || tuple.Columns[i].DataType != pglogrepl.TupleDataTypeText {
+		if i >= len(tuple) || tuple[i].kind != kindText {
 			return nil
 		}
-		part := string(tuple.Columns[i].Data)
+		part := string(tuple[i].data)
 		if len(rel.key) > 1 {
 			part = strings.NewReplacer(`\`, `\\`, `,`, `\,`).Replace(part)
 		}
@@ -244,8 +253,7 @@ func instanceID(rel *relation, tuple *pglogrepl.TupleData) *string {
 func (b *builder) events(c *change, t *txn) []store.Event {
 	seq := t.seq
 	t.seq++
-	generic := map[string]string{"insert": EventCreated, "update": EventUpdated, "delete": EventDeleted, "truncate": EventTruncated}[c.op]
-	out := []store.Event{b.event(c, t, seq, 0, generic)}
+	out := []store.Event{b.event(c, t, seq, 0, genericEvent(c.op))}
 	for i, se := range c.rel.events {
 		if se.On != c.op || i >= 254 {
 			continue
@@ -316,6 +324,18 @@ func (b *builder) payload(c *change, e *store.Event) []byte {
 	p = append(p, '}')
 	b.buf = p
 	return slices.Clone(p)
+}
+
+func genericEvent(op string) string {
+	switch op {
+	case "insert":
+		return EventCreated
+	case "update":
+		return EventUpdated
+	case "delete":
+		return EventDeleted
+	}
+	return EventTruncated
 }
 
 // truncate returns one change per truncated relation.

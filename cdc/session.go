@@ -23,6 +23,7 @@ type session struct {
 	rels *relations
 	b    builder
 
+	rc    rowChange // reused for every row change
 	tx    txn
 	inTxn bool
 	// skip marks a transaction whose events the store already has, because
@@ -31,9 +32,12 @@ type session struct {
 	checkpoint pglogrepl.LSN
 
 	batch []store.Event
+	w     *writer
 	// committed is the end LSN of the last source transaction whose events
-	// are all in batch or in the store.
+	// are all in batch, handed to the writer, or in the store.
 	committed pglogrepl.LSN
+	// submitted is the checkpoint of the last batch handed to the writer.
+	submitted pglogrepl.LSN
 	// durable is the position reported to the slot as flushed.
 	durable    pglogrepl.LSN
 	flushAt    time.Time
@@ -44,7 +48,7 @@ func newSession(r *Reader, conn *pgconn.PgConn, checkpoint pglogrepl.LSN) *sessi
 	durable := max(checkpoint, r.DurableLSN())
 	return &session{
 		r: r, conn: conn, rels: newRelations(r.pool, r.types, r.cfg, r.log),
-		checkpoint: checkpoint, committed: durable, durable: durable,
+		checkpoint: checkpoint, committed: durable, durable: durable, submitted: durable,
 		batch: make([]store.Event, 0, r.cfg.BatchSize),
 	}
 }
@@ -53,13 +57,24 @@ func newSession(r *Reader, conn *pgconn.PgConn, checkpoint pglogrepl.LSN) *sessi
 // until the next standby status update or the next batch flush is due.
 func (s *session) stream(ctx context.Context) error {
 	s.nextStatus = time.Now().Add(s.r.cfg.StatusInterval)
+	s.w = startWriter(ctx, s.r.store)
+	defer s.w.close()
 	for {
+		if err := s.collect(ctx, false); err != nil {
+			return err
+		}
 		if err := s.tick(ctx); err != nil {
 			return err
 		}
 		deadline := s.nextStatus
 		if !s.flushAt.IsZero() && s.flushAt.Before(deadline) {
 			deadline = s.flushAt
+		}
+		if s.w.inflight > 0 {
+			// A finished write cannot interrupt the receive, so poll for it.
+			if poll := time.Now().Add(2 * time.Millisecond); poll.Before(deadline) {
+				deadline = poll
+			}
 		}
 		rctx, cancel := context.WithDeadline(ctx, deadline)
 		msg, err := s.conn.ReceiveMessage(rctx)
@@ -96,7 +111,7 @@ func (s *session) tick(ctx context.Context) error {
 }
 
 func (s *session) idle() bool {
-	return !s.inTxn && len(s.batch) == 0 && s.committed <= s.durable
+	return !s.inTxn && len(s.batch) == 0 && s.w.inflight == 0 && s.committed <= s.durable
 }
 
 func (s *session) sendStatus(ctx context.Context, replyRequested bool) error {
@@ -155,6 +170,15 @@ func (s *session) handleCopyData(ctx context.Context, data []byte) error {
 }
 
 func (s *session) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
+	if len(xld.WALData) > 0 {
+		switch xld.WALData[0] {
+		case 'I', 'U', 'D':
+			if err := decodeRowChange(xld.WALData, &s.rc); err != nil {
+				return fmt.Errorf("decoding pgoutput message at %s: %w", xld.WALStart, err)
+			}
+			return s.handleChange(ctx, &s.rc)
+		}
+	}
 	msg, err := pglogrepl.Parse(xld.WALData)
 	if err != nil {
 		return fmt.Errorf("decoding pgoutput message at %s: %w", xld.WALStart, err)
@@ -172,13 +196,14 @@ func (s *session) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
 		if s.flushAt.IsZero() {
 			s.flushAt = time.Now().Add(flushDelay)
 		}
-	case *pglogrepl.InsertMessage, *pglogrepl.UpdateMessage, *pglogrepl.DeleteMessage, *pglogrepl.TruncateMessage:
-		return s.handleChange(ctx, msg)
+	case *pglogrepl.TruncateMessage:
+		return s.handleChange(ctx, m)
 	}
 	return nil
 }
 
-func (s *session) handleChange(ctx context.Context, msg pglogrepl.Message) error {
+// handleChange takes a *rowChange or a *pglogrepl.TruncateMessage.
+func (s *session) handleChange(ctx context.Context, msg any) error {
 	if s.skip {
 		s.tx.seq++
 		return nil
@@ -196,14 +221,27 @@ func (s *session) handleChange(ctx context.Context, msg pglogrepl.Message) error
 	return nil
 }
 
-func (s *session) decode(msg pglogrepl.Message) ([]*change, error) {
+func (s *session) decode(msg any) ([]*change, error) {
 	switch m := msg.(type) {
-	case *pglogrepl.InsertMessage:
-		return one(s.withRelation(m.RelationID, func(rel *relation) (*change, error) { return s.b.insert(rel, m.Tuple) }))
-	case *pglogrepl.UpdateMessage:
-		return one(s.withRelation(m.RelationID, func(rel *relation) (*change, error) { return s.b.update(rel, m) }))
-	case *pglogrepl.DeleteMessage:
-		return one(s.withRelation(m.RelationID, func(rel *relation) (*change, error) { return s.b.delete(rel, m) }))
+	case *rowChange:
+		rel, err := s.rels.get(m.relationID)
+		if err != nil {
+			return nil, err
+		}
+		s.b.vals = s.b.vals[:0]
+		var c *change
+		switch m.op {
+		case 'I':
+			c, err = s.b.insert(rel, m.new)
+		case 'U':
+			c, err = s.b.update(rel, m)
+		default:
+			c, err = s.b.delete(rel, m)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return []*change{c}, nil
 	case *pglogrepl.TruncateMessage:
 		out := make([]*change, 0, len(m.RelationIDs))
 		for _, id := range m.RelationIDs {
@@ -218,46 +256,58 @@ func (s *session) decode(msg pglogrepl.Message) ([]*change, error) {
 	return nil, nil
 }
 
-func (s *session) withRelation(id uint32, f func(*relation) (*change, error)) (*change, error) {
-	rel, err := s.rels.get(id)
-	if err != nil {
-		return nil, err
-	}
-	return f(rel)
-}
-
-func one(c *change, err error) ([]*change, error) {
-	if err != nil {
-		return nil, err
-	}
-	return []*change{c}, nil
-}
-
-// flush writes the batch and the checkpoint in one store transaction, then
-// reports the new position to the slot. Events of a transaction still in
-// progress may be written too; the checkpoint stays at the last complete
+// flush hands the batch and the checkpoint to the writer, which stores
+// them in one store transaction. Events of a transaction still in progress
+// may be in the batch; the checkpoint stays at the last complete
 // transaction, so a crash replays the rest under the same ids.
 func (s *session) flush(ctx context.Context) error {
 	s.flushAt = time.Time{}
-	if len(s.batch) == 0 && s.committed <= s.durable {
+	if len(s.batch) == 0 && s.committed <= s.submitted {
 		return nil
 	}
-	var cp *store.Checkpoint
-	if s.committed > s.durable {
-		cp = &store.Checkpoint{Slot: s.r.cfg.Slot, LSN: s.committed}
-	}
-	if len(s.batch) > 0 || cp != nil {
-		if err := s.r.store.Write(ctx, s.batch, cp); err != nil {
+	for s.w.inflight >= maxInflight {
+		if err := s.collect(ctx, true); err != nil {
 			return err
 		}
 	}
-	clear(s.batch)
-	s.batch = s.batch[:0]
-	if cp == nil {
-		return nil
+	job := writeJob{events: s.batch}
+	if s.committed > s.submitted {
+		job.cp = &store.Checkpoint{Slot: s.r.cfg.Slot, LSN: s.committed}
+		s.submitted = s.committed
 	}
-	s.durable = s.committed
-	return s.sendStatus(ctx, false)
+	s.w.queue <- job
+	s.w.inflight++
+	s.batch = make([]store.Event, 0, s.r.cfg.BatchSize)
+	return nil
+}
+
+// collect takes finished writes and reports the position they made durable.
+// With wait set it blocks for at least one.
+func (s *session) collect(ctx context.Context, wait bool) error {
+	for s.w.inflight > 0 {
+		var res writeResult
+		if wait {
+			res = <-s.w.results
+			wait = false
+		} else {
+			select {
+			case res = <-s.w.results:
+			default:
+				return nil
+			}
+		}
+		s.w.inflight--
+		if res.err != nil {
+			return res.err
+		}
+		if res.lsn > s.durable {
+			s.durable = res.lsn
+			if err := s.sendStatus(ctx, false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // drain runs at shutdown: it stores what is batched and reports the final
@@ -267,6 +317,11 @@ func (s *session) drain(ctx context.Context) error {
 	defer cancel()
 	if err := s.flush(ctx); err != nil {
 		return fmt.Errorf("flushing at shutdown: %w", err)
+	}
+	for s.w.inflight > 0 {
+		if err := s.collect(ctx, true); err != nil {
+			return fmt.Errorf("flushing at shutdown: %w", err)
+		}
 	}
 	if err := s.sendStatus(ctx, false); err != nil {
 		return err

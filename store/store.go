@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -80,26 +82,51 @@ func (s *Store) Write(ctx context.Context, events []Event, cp *Checkpoint) error
 	return nil
 }
 
-// insertEvents writes a batch with one statement over column arrays, which
-// is several times faster than a row per statement and, unlike COPY, can
-// skip ids that are already stored.
+var eventColumns = []string{"id", "event", "model", "table_name", "instance_id", "commit_lsn", "commit_time", "txid", "payload"}
+
+// insertEvents writes a batch with COPY, the fastest path. COPY cannot skip
+// rows that exist, so when the batch overlaps stored events (a transaction
+// replayed after a crash) it falls back to an INSERT that skips known ids.
 func insertEvents(ctx context.Context, tx pgx.Tx, events []Event) error {
+	if _, err := tx.Exec(ctx, "SAVEPOINT copy_events"); err != nil {
+		return fmt.Errorf("creating savepoint: %w", err)
+	}
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"civicbase", "events"}, eventColumns, pgx.CopyFromSlice(len(events), func(i int) ([]any, error) {
+		e := &events[i]
+		return []any{e.ID, e.Event, e.Model, e.Table, e.InstanceID, int64(e.CommitLSN), e.CommitTime, int64(e.Txid), e.Payload}, nil
+	}))
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation {
+		if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT copy_events"); err != nil {
+			return fmt.Errorf("rolling back to savepoint: %w", err)
+		}
+		return insertSkippingKnown(ctx, tx, events)
+	}
+	if err != nil {
+		return fmt.Errorf("copying %d events from %s to %s: %w", len(events), events[0].ID, events[len(events)-1].ID, err)
+	}
+	return nil
+}
+
+// insertSkippingKnown writes a batch with one statement over column arrays
+// and skips ids that are already stored.
+func insertSkippingKnown(ctx context.Context, tx pgx.Tx, events []Event) error {
 	n := len(events)
 	ids, names, models, tables := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	instances := make([]*string, n)
-	lsns, times := make([]string, n), make([]time.Time, n)
+	lsns, times := make([]int64, n), make([]time.Time, n)
 	txids := make([]int64, n)
 	payloads := make([]string, n)
 	for i, e := range events {
 		ids[i], names[i], models[i], tables[i] = e.ID, e.Event, e.Model, e.Table
 		instances[i] = e.InstanceID
-		lsns[i], times[i], txids[i] = e.CommitLSN.String(), e.CommitTime, int64(e.Txid)
+		lsns[i], times[i], txids[i] = int64(e.CommitLSN), e.CommitTime, int64(e.Txid)
 		payloads[i] = string(e.Payload)
 	}
 	_, err := tx.Exec(ctx, `INSERT INTO civicbase.events
 		(id, event, model, table_name, instance_id, commit_lsn, commit_time, txid, payload)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-			$6::text[]::pg_lsn[], $7::timestamptz[], $8::int8[], $9::text[]::json[])
+			$6::int8[], $7::timestamptz[], $8::int8[], $9::text[]::json[])
 		ON CONFLICT (id) DO NOTHING`,
 		ids, names, models, tables, instances, lsns, times, txids, payloads)
 	if err != nil {
@@ -128,7 +155,7 @@ func (s *Store) Checkpoint(ctx context.Context, slot string) (pglogrepl.LSN, err
 // List returns up to limit events with ids greater than after, in commit
 // order. An empty after starts at the oldest stored event.
 func (s *Store) List(ctx context.Context, after string, limit int) ([]Event, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, event, model, table_name, instance_id, commit_lsn::text,
+	rows, err := s.pool.Query(ctx, `SELECT id, event, model, table_name, instance_id, commit_lsn,
 			commit_time, txid, payload::text
 		FROM civicbase.events WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
 	if err != nil {
@@ -143,16 +170,13 @@ func (s *Store) List(ctx context.Context, after string, limit int) ([]Event, err
 
 func scanEvent(row pgx.CollectableRow) (Event, error) {
 	var e Event
-	var lsn, payload string
-	var txid int64
+	var lsn, txid int64
+	var payload string
 	if err := row.Scan(&e.ID, &e.Event, &e.Model, &e.Table, &e.InstanceID, &lsn, &e.CommitTime, &txid, &payload); err != nil {
 		return e, err
 	}
-	var err error
-	e.CommitLSN, err = pglogrepl.ParseLSN(lsn)
-	e.Txid = uint32(txid)
-	e.Payload = []byte(payload)
-	return e, err
+	e.CommitLSN, e.Txid, e.Payload = pglogrepl.LSN(lsn), uint32(txid), []byte(payload)
+	return e, nil
 }
 
 // Exists reports whether an event with this id is stored.

@@ -8,14 +8,14 @@ CREATE TABLE civicbase.events (
     model       text NOT NULL,
     table_name  text NOT NULL,
     instance_id text,
-    commit_lsn  pg_lsn NOT NULL,
+    commit_lsn  bigint NOT NULL, -- the commit LSN as a number; payload has its text form
     commit_time timestamptz NOT NULL,
     txid        bigint NOT NULL,
-    payload     json NOT NULL,
+    payload     text NOT NULL,
     stored_at   timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE INDEX events_commit_time_idx ON civicbase.events (commit_time);
+CREATE INDEX events_commit_time_idx ON civicbase.events USING brin (commit_time);
 
 -- One row per replication slot: the end LSN of the last source transaction
 -- whose events are all committed here. The slot is never acknowledged past it.
