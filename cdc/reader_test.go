@@ -39,8 +39,14 @@ func testLogger() *slog.Logger {
 // stops when the test ends.
 func setup(t *testing.T, schema, cfgYAML string) *bundle {
 	t.Helper()
+	return setupOn(t, pgtest.NewDB(t), schema, cfgYAML)
+}
+
+// setupOn is setup on the database at url.
+func setupOn(t *testing.T, url, schema, cfgYAML string) *bundle {
+	t.Helper()
 	ctx := context.Background()
-	b := &bundle{url: pgtest.NewDB(t)}
+	b := &bundle{url: url}
 	pool, err := pgxpool.New(ctx, b.url)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
