@@ -184,3 +184,44 @@ func TestServiceRejectsMissingToken(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, string(out), "CIVICBASE_ADMIN_TOKEN is missing")
 }
+
+func TestServicePullAPI(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.NewDB(t)
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	defer pool.Close()
+	_, err = pool.Exec(ctx, `CREATE TABLE user_profiles (id text PRIMARY KEY, bio text)`)
+	require.NoError(t, err)
+	svc := startService(t, url)
+	waitUntil(t, 30*time.Second, "service ready", func() bool { return httpOK(svc.addr + "/readyz") })
+
+	_, err = pool.Exec(ctx, `INSERT INTO user_profiles VALUES ('p1', '<b>&'), ('p2', NULL), ('p3', 'x')`)
+	require.NoError(t, err)
+	var page struct {
+		Events  []map[string]any `json:"events"`
+		Next    string           `json:"next"`
+		HasMore bool             `json:"hasMore"`
+	}
+	waitUntil(t, 10*time.Second, "events served", func() bool {
+		page.Events = nil
+		status := getJSON(t, "http://"+svc.addr+"/events?limit=2", "test-token-0123456789", &page)
+		return status == 200 && len(page.Events) == 2
+	})
+
+	require.True(t, page.HasMore)
+	require.Equal(t, "p1", page.Events[0]["instanceId"])
+	require.Equal(t, map[string]any{"id": "p1", "bio": "<b>&"}, page.Events[0]["changes"])
+	require.Equal(t, page.Events[1]["id"], page.Next)
+	require.Equal(t, 200, getJSON(t, "http://"+svc.addr+"/events?after="+page.Next, "test-token-0123456789", &page))
+	require.Len(t, page.Events, 1)
+	require.Equal(t, "p3", page.Events[0]["instanceId"])
+	require.False(t, page.HasMore)
+
+	var failure map[string]map[string]any
+	require.Equal(t, 401, getJSON(t, "http://"+svc.addr+"/events", "wrong-token", &failure))
+	require.Equal(t, "invalid_token", failure["error"]["code"])
+	require.Equal(t, 400, getJSON(t, "http://"+svc.addr+"/events?limit=abc", "test-token-0123456789", &failure))
+	require.Contains(t, failure["error"]["message"], `"abc"`)
+}
