@@ -199,12 +199,15 @@ func unhex(c byte) (byte, bool) {
 // appendTimestamptz converts the ISO form 2021-09-20 15:16:25.123456+00 to
 // RFC 3339 in UTC with exactly six fractional digits. Postgres writes years
 // before 1 AD with a BC suffix (1 BC, 2 BC), and they become the
-// astronomical years 0000, -0001 and so on. Years after 9999 keep all their
-// digits. infinity and -infinity stay strings of those words.
+// astronomical years 0000, -0001 and so on. Years outside 0000-9999 are
+// written in ECMAScript's expanded form, a sign and six digits (2 BC is
+// -000001, 10000 AD is +010000), because RFC 3339 has no form for them and
+// JavaScript's Date.parse returns NaN for -0001 and 10000. infinity and
+// -infinity stay strings of those words.
 //
-// NOTE: RFC 3339 has no years outside 0000-9999, and JavaScript's Date.parse
-// (Node.js 20) returns NaN for -0001 and 10000. It accepts only the six-digit
-// forms -000001 and +010000 for such years.
+// NOTE: Date.parse (Node.js 20) still returns NaN after
+// +275760-09-13T00:00:00.000Z, the end of JavaScript's Date range, although
+// Postgres allows timestamptz up to 294276 AD.
 func appendTimestamptz(dst, text []byte) ([]byte, error) {
 	switch string(text) {
 	case "infinity", "-infinity":
@@ -307,14 +310,17 @@ func daysIn(year, month int) int {
 }
 
 func appendRFC3339Micro(dst []byte, ts timestamp) []byte {
-	year := ts.year
-	if year < 0 {
-		dst = append(dst, '"', '-')
-		year = -year
-	} else {
-		dst = append(dst, '"')
+	dst = append(dst, '"')
+	switch {
+	case ts.year < 0:
+		dst = append(dst, '-')
+		dst = appendPadded(dst, -ts.year, 6)
+	case ts.year > 9999:
+		dst = append(dst, '+')
+		dst = appendPadded(dst, ts.year, 6)
+	default:
+		dst = appendPadded(dst, ts.year, 4)
 	}
-	dst = appendPadded(dst, year, 4)
 	dst = append(dst, '-')
 	dst = appendPadded(dst, ts.month, 2)
 	dst = append(dst, '-')

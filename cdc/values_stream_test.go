@@ -40,7 +40,7 @@ var typeCases = []typeCase{
 	{"c_timetz", "timetz", "'13:45:01+02'", `"13:45:01+02"`, "'23:59:59.999999-05:30'", `"23:59:59.999999-05:30"`},
 	{"c_timestamp", "timestamp", "'2021-09-20 15:16:25.123456'", `"2021-09-20 15:16:25.123456"`, "'1999-01-08 04:05:06'", `"1999-01-08 04:05:06"`},
 	{"c_timestamptz", "timestamptz", "'2021-09-20 17:16:25.123456+02'", `"2021-09-20T15:16:25.123456Z"`, "'infinity'", `"infinity"`},
-	{"c_timestamptz_bc", "timestamptz", "'0044-03-15 12:00:00+00 BC'", `"-0043-03-15T12:00:00.000000Z"`, "'-infinity'", `"-infinity"`},
+	{"c_timestamptz_bc", "timestamptz", "'0044-03-15 12:00:00+00 BC'", `"-000043-03-15T12:00:00.000000Z"`, "'-infinity'", `"-infinity"`},
 	{"c_interval", "interval", "'1 year 2 months 3 days 04:05:06.7'", `"1 year 2 mons 3 days 04:05:06.7"`, "'-1 day'", `"-1 days"`},
 	{"c_enum", "mood", "'happy'", `"happy"`, "'sad'", `"sad"`},
 	{"c_domain", "email", "'a@example.com'", `"a@example.com"`, "'b@example.com'", `"b@example.com"`},

@@ -1,9 +1,13 @@
 package cdc
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/stretchr/testify/require"
@@ -94,14 +98,17 @@ func TestAppendJSON(t *testing.T) {
 		{name: "TimestamptzOffsetPreviousYear", oid: pgtype.TimestamptzOID, in: "2000-01-01 00:00:00+01", want: `"1999-12-31T23:00:00.000000Z"`},
 		{name: "TimestamptzNegativeOffsetNextDay", oid: pgtype.TimestamptzOID, in: "2020-02-28 23:30:00-02", want: `"2020-02-29T01:30:00.000000Z"`},
 		{name: "TimestamptzOffsetSeconds", oid: pgtype.TimestamptzOID, in: "1900-01-01 00:00:00+00:09:21", want: `"1899-12-31T23:50:39.000000Z"`},
-		{name: "TimestamptzBC", oid: pgtype.TimestamptzOID, in: "0044-03-15 12:00:00+00 BC", want: `"-0043-03-15T12:00:00.000000Z"`},
+		{name: "TimestamptzBC", oid: pgtype.TimestamptzOID, in: "0044-03-15 12:00:00+00 BC", want: `"-000043-03-15T12:00:00.000000Z"`},
 		{name: "Timestamptz1BC", oid: pgtype.TimestamptzOID, in: "0001-12-31 23:59:59.999999+00 BC", want: `"0000-12-31T23:59:59.999999Z"`},
-		{name: "Timestamptz2BC", oid: pgtype.TimestamptzOID, in: "0002-06-01 00:00:00+00 BC", want: `"-0001-06-01T00:00:00.000000Z"`},
+		{name: "Timestamptz2BC", oid: pgtype.TimestamptzOID, in: "0002-06-01 00:00:00+00 BC", want: `"-000001-06-01T00:00:00.000000Z"`},
 		{name: "TimestamptzLeapDay1BC", oid: pgtype.TimestamptzOID, in: "0001-02-29 00:00:00+00 BC", want: `"0000-02-29T00:00:00.000000Z"`},
 		{name: "TimestamptzOffsetInto1BC", oid: pgtype.TimestamptzOID, in: "0001-01-01 00:30:00+01", want: `"0000-12-31T23:30:00.000000Z"`},
-		{name: "TimestamptzOldest", oid: pgtype.TimestamptzOID, in: "4714-11-24 00:00:00+00 BC", want: `"-4713-11-24T00:00:00.000000Z"`},
-		{name: "TimestamptzYear10000", oid: pgtype.TimestamptzOID, in: "10000-01-01 00:00:00+00", want: `"10000-01-01T00:00:00.000000Z"`},
-		{name: "TimestamptzNewest", oid: pgtype.TimestamptzOID, in: "294276-12-31 23:59:59.999999+00", want: `"294276-12-31T23:59:59.999999Z"`},
+		{name: "TimestamptzOffsetInto2BC", oid: pgtype.TimestamptzOID, in: "0001-01-01 00:30:00+01 BC", want: `"-000001-12-31T23:30:00.000000Z"`},
+		{name: "TimestamptzOldest", oid: pgtype.TimestamptzOID, in: "4714-11-24 00:00:00+00 BC", want: `"-004713-11-24T00:00:00.000000Z"`},
+		{name: "TimestamptzYear9999", oid: pgtype.TimestamptzOID, in: "9999-12-31 23:59:59.999999+00", want: `"9999-12-31T23:59:59.999999Z"`},
+		{name: "TimestamptzOffsetInto10000", oid: pgtype.TimestamptzOID, in: "9999-12-31 23:30:00-01", want: `"+010000-01-01T00:30:00.000000Z"`},
+		{name: "TimestamptzYear10000", oid: pgtype.TimestamptzOID, in: "10000-01-01 00:00:00+00", want: `"+010000-01-01T00:00:00.000000Z"`},
+		{name: "TimestamptzNewest", oid: pgtype.TimestamptzOID, in: "294276-12-31 23:59:59.999999+00", want: `"+294276-12-31T23:59:59.999999Z"`},
 		{name: "TimestamptzInfinity", oid: pgtype.TimestamptzOID, in: "infinity", want: `"infinity"`},
 		{name: "TimestamptzNegativeInfinity", oid: pgtype.TimestamptzOID, in: "-infinity", want: `"-infinity"`},
 
@@ -207,6 +214,62 @@ func TestAppendJSONInvalid(t *testing.T) {
 		})
 	}
 }
+
+// TestNodeDateParseTimestamptz checks that JavaScript's Date.parse reads each
+// timestamptz value back as the same moment, to the millisecond. It skips
+// when no node executable is found.
+func TestNodeDateParseTimestamptz(t *testing.T) {
+	t.Parallel()
+
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node not found in PATH")
+	}
+	tests := []struct{ in, want string }{
+		{"2021-09-20 15:16:25.123456+00", "2021-09-20T15:16:25.123Z"},
+		{"0001-12-31 23:59:59.999999+00 BC", "0000-12-31T23:59:59.999Z"},
+		{"0002-06-01 00:00:00+00 BC", "-000001-06-01T00:00:00.000Z"},
+		{"0044-03-15 12:00:00+00 BC", "-000043-03-15T12:00:00.000Z"},
+		{"4714-11-24 00:00:00+00 BC", "-004713-11-24T00:00:00.000Z"},
+		{"9999-12-31 23:59:59.999999+00", "9999-12-31T23:59:59.999Z"},
+		{"10000-01-01 00:00:00+00", "+010000-01-01T00:00:00.000Z"},
+		{"275760-09-13 00:00:00+00", "+275760-09-13T00:00:00.000Z"},
+		// Later than +275760-09-13T00:00:00Z, the end of JavaScript's Date range.
+		{"294276-12-31 23:59:59.999999+00", "NaN"},
+	}
+	values := make([]json.RawMessage, len(tests))
+	for i, tt := range tests {
+		values[i], err = builtin(t, pgtype.TimestamptzOID).AppendJSON(nil, []byte(tt.in))
+		require.NoError(t, err, tt.in)
+	}
+	input, err := json.Marshal(values)
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, node, "-e", dateParseScript)
+	cmd.Stdin, cmd.Stderr = bytes.NewReader(input), &stderr
+	out, err := cmd.Output()
+	require.NoError(t, err, "running node: %s", stderr.String())
+
+	var got []string
+	require.NoError(t, json.Unmarshal(out, &got), "node output %s", out)
+	require.Len(t, got, len(tests))
+	for i, tt := range tests {
+		require.Equal(t, tt.want, got[i], "Date.parse(%s) for timestamptz %q", values[i], tt.in)
+	}
+}
+
+// dateParseScript reads a JSON array of date strings from standard input and
+// writes the toISOString form of each Date.parse result, or "NaN".
+const dateParseScript = `
+const values = JSON.parse(require("fs").readFileSync(0, "utf8"));
+console.log(JSON.stringify(values.map((v) => {
+	const ms = Date.parse(v);
+	return Number.isNaN(ms) ? "NaN" : new Date(ms).toISOString();
+})));
+`
 
 func TestAppendJSONDomainAndEnum(t *testing.T) {
 	t.Parallel()
