@@ -294,6 +294,7 @@ func (b *builder) payload(c *change, e *store.Event) []byte {
 	} else {
 		p = canon.AppendString(p, *e.InstanceID)
 	}
+
 	p = append(p, `,"changes":`...)
 	p = c.changes.AppendTo(p)
 	if c.hasOld {
@@ -313,6 +314,7 @@ func (b *builder) payload(c *change, e *store.Event) []byte {
 		}
 		p = append(p, ']')
 	}
+
 	p = append(p, `,"timestamp":`...)
 	p = strconv.AppendInt(p, e.CommitTime.Unix(), 10)
 	p = append(p, `,"commitTime":"`...)
@@ -338,7 +340,7 @@ func genericEvent(op string) string {
 	return EventTruncated
 }
 
-// truncate returns one change per truncated relation.
+// truncateChange returns the change for one truncated relation.
 func truncateChange(rel *relation) *change {
 	return &change{rel: rel, op: "truncate"}
 }

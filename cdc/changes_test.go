@@ -251,3 +251,24 @@ tables:
 	waitFor(t, 30*time.Second, "confirmed_flush_lsn to pass the unwatched writes", func() bool { return confirmed() >= target })
 	require.Greater(t, confirmed(), before)
 }
+
+func TestTableCreatedLaterGetsFullIdentity(t *testing.T) {
+	t.Parallel()
+	b := setup(t, "", "")
+
+	b.exec(t, `CREATE TABLE late_comers (id int PRIMARY KEY, a text, b text)`)
+	b.exec(t, `INSERT INTO late_comers VALUES (1, 'x', 'y')`)
+	b.waitEvents(t, 1)
+	waitFor(t, 10*time.Second, "replica identity full", func() bool {
+		var identity string
+		require.NoError(t, b.pool.QueryRow(context.Background(),
+			`SELECT relreplident::text FROM pg_class WHERE oid = 'late_comers'::regclass`).Scan(&identity))
+		return identity == "f"
+	})
+	b.exec(t, `UPDATE late_comers SET b = 'z'`)
+	events := b.waitEvents(t, 2)
+
+	require.Equal(t, "LateComer", events[1]["model"])
+	require.Equal(t, map[string]any{"b": "z"}, events[1]["changes"])
+	require.Equal(t, map[string]any{"b": "y"}, events[1]["old"])
+}

@@ -114,9 +114,9 @@ func (s *session) receive(ctx context.Context, deadline time.Time) (pgproto3.Bac
 	return s.conn.ReceiveMessage(context.Background())
 }
 
-// tick runs the timed duties: flushing a waiting batch and sending the
-// periodic status update, which asks the server for a keepalive when idle so
-// the slot can advance past WAL that holds no watched changes.
+// tick runs the timed duties: it flushes a waiting batch and sends the
+// periodic status update. When idle, that update requests a keepalive, so
+// the slot can advance past WAL that contains no watched changes.
 func (s *session) tick(ctx context.Context) error {
 	now := time.Now()
 	if !s.flushAt.IsZero() && !now.Before(s.flushAt) {
@@ -170,7 +170,7 @@ func (s *session) handleCopyData(ctx context.Context, data []byte) error {
 			return fmt.Errorf("parsing keepalive: %w", err)
 		}
 		// Everything before the server's position has reached us, so when
-		// nothing is pending the slot may move there; this keeps an idle or
+		// nothing is pending the slot may move there. This keeps an idle or
 		// unwatched-only database from pinning WAL.
 		moved := s.idle() && ka.ServerWALEnd > s.durable
 		if moved {

@@ -199,10 +199,10 @@ func unhex(c byte) (byte, bool) {
 // appendTimestamptz converts the ISO form 2021-09-20 15:16:25.123456+00 to
 // RFC 3339 in UTC with exactly six fractional digits. Postgres writes years
 // before 1 AD with a BC suffix (1 BC, 2 BC), and they become the
-// astronomical years 0000, -0001 and so on. Years outside 0000-9999 are
-// written in ECMAScript's expanded form, a sign and six digits (2 BC is
-// -000001, 10000 AD is +010000), because RFC 3339 has no form for them and
-// JavaScript's Date.parse returns NaN for -0001 and 10000. infinity and
+// astronomical years 0, -1 and so on. RFC 3339 has no form for years
+// outside 0000-9999, and JavaScript's Date.parse returns NaN for -0001 and
+// 10000. Such years are written in ECMAScript's expanded form instead, a sign
+// and six digits, so 2 BC is -000001 and 10000 AD is +010000. infinity and
 // -infinity stay strings of those words.
 //
 // NOTE: Date.parse (Node.js 20) still returns NaN after
