@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
 
 	"github.com/civicbase/civicbase/internal/pgcluster"
 )
@@ -37,6 +38,16 @@ var (
 // started. Call it from TestMain.
 func Main(m *testing.M) {
 	code := m.Run()
+	if code == 0 {
+		// Every goroutine a test starts must have stopped by now. Idle
+		// keep-alive connections of HTTP clients are not owned by a test.
+		if err := goleak.Find(goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+			goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+			goleak.IgnoreTopFunction("internal/poll.runtime_pollWait")); err != nil {
+			fmt.Fprintln(os.Stderr, "pgtest: goroutines leaked:", err)
+			code = 1
+		}
+	}
 	if cluster != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		if err := cluster.Remove(ctx); err != nil {
