@@ -68,22 +68,31 @@ type builder struct {
 
 func (b *builder) insert(rel *relation, tuple []tupleColumn) (*change, error) {
 	c := &change{rel: rel, op: "insert"}
-	for i, col := range tuple {
-		if i >= len(rel.columns) {
-			break
-		}
-		raw, known, err := b.value(rel.columns[i], col)
-		if err != nil {
-			return nil, err
-		}
-		if !known {
-			c.unavailable = append(c.unavailable, rel.columns[i].name)
-			continue
-		}
-		c.changes.Add(rel.columns[i].name, raw)
+	if err := b.addColumns(c, tuple, &c.changes); err != nil {
+		return nil, err
 	}
 	c.instanceID = instanceID(rel, tuple)
 	return c, nil
+}
+
+// addColumns adds every column of tuple to obj. A column whose value the
+// stream did not carry goes to c.unavailable instead.
+func (b *builder) addColumns(c *change, tuple []tupleColumn, obj *canon.Object) error {
+	for i, col := range tuple {
+		if i >= len(c.rel.columns) {
+			break
+		}
+		raw, known, err := b.value(c.rel.columns[i], col)
+		if err != nil {
+			return err
+		}
+		if !known {
+			c.unavailable = append(c.unavailable, c.rel.columns[i].name)
+			continue
+		}
+		obj.Add(c.rel.columns[i].name, raw)
+	}
+	return nil
 }
 
 func (b *builder) update(rel *relation, msg *rowChange) (*change, error) {
@@ -125,20 +134,8 @@ func (b *builder) update(rel *relation, msg *rowChange) (*change, error) {
 // when the key changed.
 func (b *builder) updateWithoutOld(rel *relation, msg *rowChange, c *change) (*change, error) {
 	c.inexact = true
-	for i, newCol := range msg.new {
-		if i >= len(rel.columns) {
-			break
-		}
-		raw, known, err := b.value(rel.columns[i], newCol)
-		if err != nil {
-			return nil, err
-		}
-		if !known {
-			c.unavailable = append(c.unavailable, rel.columns[i].name)
-			continue
-		}
-		c.changes.Add(rel.columns[i].name, raw)
-		c.changedCols = append(c.changedCols, rel.columns[i].name)
+	if err := b.addColumns(c, msg.new, &c.changes); err != nil {
+		return nil, err
 	}
 	if msg.oldKind == 'K' {
 		if err := b.keyColumns(rel, msg.old, &c.old); err != nil {
@@ -156,21 +153,8 @@ func (b *builder) delete(rel *relation, msg *rowChange) (*change, error) {
 		if err := b.keyColumns(rel, msg.old, &c.old); err != nil {
 			return nil, err
 		}
-	} else {
-		for i, col := range msg.old {
-			if i >= len(rel.columns) {
-				break
-			}
-			raw, known, err := b.value(rel.columns[i], col)
-			if err != nil {
-				return nil, err
-			}
-			if !known {
-				c.unavailable = append(c.unavailable, rel.columns[i].name)
-				continue
-			}
-			c.old.Add(rel.columns[i].name, raw)
-		}
+	} else if err := b.addColumns(c, msg.old, &c.old); err != nil {
+		return nil, err
 	}
 	c.instanceID = instanceID(rel, msg.old)
 	return c, nil
@@ -258,7 +242,10 @@ func (b *builder) events(c *change, t *txn) []store.Event {
 		if se.On != c.op || i >= 254 {
 			continue
 		}
-		if c.op == "update" && len(se.Columns) > 0 && !slices.ContainsFunc(se.Columns, func(col string) bool {
+		// Without the old row (changesExact false) any column may have
+		// changed, so a column-limited event fires on every update rather
+		// than risk missing one.
+		if c.op == "update" && !c.inexact && len(se.Columns) > 0 && !slices.ContainsFunc(se.Columns, func(col string) bool {
 			return slices.Contains(c.changedCols, col)
 		}) {
 			continue

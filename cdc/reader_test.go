@@ -105,21 +105,16 @@ func (b *bundle) exec(t *testing.T, sql string, args ...any) {
 // events, parsed.
 func (b *bundle) waitEvents(t *testing.T, n int) []map[string]any {
 	t.Helper()
-	var events []store.Event
-	waitFor(t, 30*time.Second, "events stored", func() bool {
-		var err error
-		events, err = b.store.List(context.Background(), "", 1_000_000)
-		require.NoError(t, err)
-		return len(events) >= n
-	})
-	out := make([]map[string]any, len(events))
-	for i, e := range events {
-		require.NoError(t, json.Unmarshal(e.Payload, &out[i]), string(e.Payload))
+	raw := b.rawEvents(t, n)
+	out := make([]map[string]any, len(raw))
+	for i, payload := range raw {
+		require.NoError(t, json.Unmarshal([]byte(payload), &out[i]), payload)
 	}
 	return out
 }
 
-// rawEvents returns the stored payloads as text.
+// rawEvents waits until at least n events are stored and returns all stored
+// payloads as text.
 func (b *bundle) rawEvents(t *testing.T, n int) []string {
 	t.Helper()
 	var events []store.Event
