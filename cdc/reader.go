@@ -18,9 +18,9 @@ import (
 	"github.com/civicbase/civicbase/store"
 )
 
-// flushDelay is how long committed events may wait in memory for more
-// transactions to share their store transaction. It trades a few
-// milliseconds of latency for far fewer commits under load.
+// flushDelay is how long committed events may wait in memory, while a store
+// write is in flight, for more transactions to share the next store
+// transaction. Commits under load then cost one store commit per batch.
 const flushDelay = 5 * time.Millisecond
 
 // Reconnect backoff bounds. A restart of Postgres typically takes a few

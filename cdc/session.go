@@ -66,6 +66,11 @@ func (s *session) stream(ctx context.Context) error {
 		if err := s.collect(ctx, false); err != nil {
 			return err
 		}
+		if s.w.inflight == 0 && !s.flushAt.IsZero() {
+			if err := s.flush(ctx); err != nil {
+				return err
+			}
+		}
 		if err := s.tick(ctx); err != nil {
 			return err
 		}
@@ -213,6 +218,12 @@ func (s *session) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
 	case *pglogrepl.CommitMessage:
 		s.inTxn = false
 		s.committed = max(s.committed, m.TransactionEndLSN)
+		// With the writer idle, store at once for the lowest latency. While
+		// it is busy, commits gather into the next batch, which is flushed
+		// when the write ends or flushDelay passes.
+		if s.w.inflight == 0 {
+			return s.flush(ctx)
+		}
 		if s.flushAt.IsZero() {
 			s.flushAt = time.Now().Add(flushDelay)
 		}

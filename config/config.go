@@ -40,6 +40,9 @@ type Config struct {
 	AdminToken Secret `yaml:"-"`
 	// Dev allows loopback and private webhook URLs (CIVICBASE_DEV=true).
 	Dev bool `yaml:"-"`
+	// EncryptionKey, when set, encrypts webhook secrets at rest with
+	// AES-256-GCM (CIVICBASE_ENCRYPTION_KEY, 32 bytes in base64).
+	EncryptionKey Secret `yaml:"-"`
 
 	// Publication is the publication's name. Default "civicbase".
 	Publication string `yaml:"publication"`
@@ -59,6 +62,30 @@ type Config struct {
 	// Tables lists the watched tables. Empty means every table in schema
 	// public, including tables created later.
 	Tables []Table `yaml:"tables"`
+	// Webhooks tunes webhook delivery.
+	Webhooks Webhooks `yaml:"webhooks"`
+}
+
+// Webhooks tunes webhook delivery. Zero fields take the defaults given.
+type Webhooks struct {
+	// Workers is the most deliveries in flight per instance. Default 64.
+	Workers int `yaml:"workers"`
+	// PerEndpoint is the most deliveries in flight to one endpoint per
+	// instance. Default 16.
+	PerEndpoint int `yaml:"perEndpoint"`
+	// ConnectTimeout bounds connecting to an endpoint. Default 5s.
+	ConnectTimeout time.Duration `yaml:"connectTimeout"`
+	// Timeout bounds a whole attempt. Default 10s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Schedule is the wait before each retry. Default 5s, 30s, 2m, 10m,
+	// 30m, 1h, 3h, 6h, 12h, 24h.
+	Schedule []time.Duration `yaml:"schedule"`
+	// DisableAfter disables an endpoint whose deliveries have all failed
+	// for this long. Default 120h.
+	DisableAfter time.Duration `yaml:"disableAfter"`
+	// RotationGrace is how long the previous secret keeps signing after a
+	// rotation. Default 24h.
+	RotationGrace time.Duration `yaml:"rotationGrace"`
 }
 
 // Table is one watched table.
@@ -119,6 +146,7 @@ func Load(getenv func(string) string) (Config, error) {
 	c.DatabaseURL = Secret(getenv("DATABASE_URL"))
 	c.Addr = getenv("CIVICBASE_ADDR")
 	c.AdminToken = Secret(getenv("CIVICBASE_ADMIN_TOKEN"))
+	c.EncryptionKey = Secret(getenv("CIVICBASE_ENCRYPTION_KEY"))
 	if v := getenv("CIVICBASE_DEV"); v != "" {
 		dev, err := strconv.ParseBool(v)
 		if err != nil {
@@ -152,6 +180,7 @@ func (c Config) WithDefaults() Config {
 	c.ReplicaIdentity = cmp.Or(c.ReplicaIdentity, IdentityFull)
 	c.StatusInterval = cmp.Or(c.StatusInterval, 10*time.Second)
 	c.BatchSize = cmp.Or(c.BatchSize, 2000)
+	c.Webhooks.RotationGrace = cmp.Or(c.Webhooks.RotationGrace, 24*time.Hour)
 	tables := make([]Table, len(c.Tables))
 	for i, t := range c.Tables {
 		if !strings.Contains(t.Name, ".") && t.Name != "" {

@@ -30,6 +30,15 @@ func (c Config) validateFile() error {
 	if c.BatchSize < 1 || c.BatchSize > 100000 {
 		add("batchSize %d is out of range; use 1 to 100000", c.BatchSize)
 	}
+	w := c.Webhooks
+	if w.Workers < 0 || w.PerEndpoint < 0 || w.ConnectTimeout < 0 || w.Timeout < 0 || w.DisableAfter < 0 || w.RotationGrace < 0 {
+		add("webhooks: negative values are not allowed; leave a field out for its default")
+	}
+	for i, d := range w.Schedule {
+		if d < time.Second {
+			add("webhooks.schedule[%d] %s is shorter than 1s; retries need at least a second apart", i, d)
+		}
+	}
 	seen := map[string]bool{}
 	for i, t := range c.Tables {
 		if err := t.validate(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgerrcode"
@@ -42,10 +43,29 @@ type Checkpoint struct {
 // Store reads and writes the civicbase schema through a connection pool.
 type Store struct {
 	pool *pgxpool.Pool
+
+	mu      sync.Mutex
+	written chan struct{} // closed and replaced after each write
 }
 
 // New returns a Store on pool. Migrations must have been applied.
-func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool, written: make(chan struct{})} }
+
+// Written returns a channel that is closed after the next committed write of
+// events or deliveries by this process, so that delivery workers wake at once
+// instead of polling.
+func (s *Store) Written() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.written
+}
+
+func (s *Store) signalWritten() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	close(s.written)
+	s.written = make(chan struct{})
+}
 
 // Pool returns the underlying connection pool.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
@@ -64,6 +84,9 @@ func (s *Store) Write(ctx context.Context, events []Event, cp *Checkpoint) error
 		if err := insertEvents(ctx, tx, events); err != nil {
 			return err
 		}
+		if err := fanOut(ctx, tx, events[0].ID, events[len(events)-1].ID); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", NotifyChannel, events[len(events)-1].ID); err != nil {
 			return fmt.Errorf("notifying %s: %w", NotifyChannel, err)
 		}
@@ -78,6 +101,9 @@ func (s *Store) Write(ctx context.Context, events []Event, cp *Checkpoint) error
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("committing %d events: %w", len(events), err)
+	}
+	if len(events) > 0 {
+		s.signalWritten()
 	}
 	return nil
 }

@@ -1,0 +1,172 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Delivery statuses.
+const (
+	StatusPending   = "pending"
+	StatusDelivered = "delivered"
+	StatusDead      = "dead"
+)
+
+// fanOut creates one delivery per stored event in [first, last] per active
+// endpoint whose patterns match it. Model patterns ("User.updated",
+// "User.*") match only the generic data.* events; "*" and exact names match
+// any event.
+func fanOut(ctx context.Context, tx pgx.Tx, first, last string) error {
+	_, err := tx.Exec(ctx, `INSERT INTO civicbase.deliveries (webhook_id, event_id, row_key)
+		SELECT w.id, e.id, e.table_name || ':' || coalesce(e.instance_id, '')
+		FROM civicbase.events e
+		JOIN civicbase.webhooks w ON w.active AND w.events && ARRAY['*', e.event,
+			CASE WHEN e.event LIKE 'data.%' THEN e.model || '.*' END,
+			CASE WHEN e.event LIKE 'data.%' THEN e.model || '.' || substr(e.event, 6) END]
+		WHERE e.id BETWEEN $1 AND $2
+		ORDER BY e.id
+		ON CONFLICT (webhook_id, event_id) DO NOTHING`, first, last)
+	if err != nil {
+		return fmt.Errorf("creating deliveries for events %s to %s: %w", first, last, err)
+	}
+	return nil
+}
+
+// Claimed is a delivery that a worker holds until its lease ends.
+type Claimed struct {
+	ID        int64
+	WebhookID string
+	EventID   string
+	// Attempts counts earlier attempts, not this one.
+	Attempts int
+	Payload  []byte
+	// LeaseUntil identifies this claim: a result is applied only while the
+	// delivery still carries it, so a retry or replay requested during the
+	// attempt is not overwritten by the attempt's outcome.
+	LeaseUntil time.Time
+}
+
+// Claim leases up to limit due deliveries of active endpoints for lease.
+// A delivery is due when no earlier pending delivery of the same row to the
+// same endpoint exists, so rows reach an endpoint in commit order while
+// other rows flow. Concurrent claimers skip each other's rows.
+func (s *Store) Claim(ctx context.Context, limit int, lease time.Duration) ([]Claimed, error) {
+	rows, err := s.pool.Query(ctx, `WITH due AS (
+			SELECT d.id FROM civicbase.deliveries d
+			JOIN civicbase.webhooks w ON w.id = d.webhook_id AND w.active
+			WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+			  AND NOT EXISTS (SELECT 1 FROM civicbase.deliveries p
+				WHERE p.webhook_id = d.webhook_id AND p.row_key = d.row_key
+				  AND p.status = 'pending' AND p.event_id < d.event_id)
+			ORDER BY d.next_attempt_at, d.id
+			LIMIT $1
+			FOR UPDATE OF d SKIP LOCKED)
+		UPDATE civicbase.deliveries d SET next_attempt_at = now() + $2::interval
+		FROM due WHERE d.id = due.id
+		RETURNING d.id, d.webhook_id, d.event_id, d.attempts, d.next_attempt_at,
+			coalesce(d.payload, (SELECT e.payload FROM civicbase.events e WHERE e.id = d.event_id))`,
+		limit, lease)
+	if err != nil {
+		return nil, fmt.Errorf("claiming deliveries: %w", err)
+	}
+	claimed, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Claimed, error) {
+		var c Claimed
+		var payload *string
+		err := row.Scan(&c.ID, &c.WebhookID, &c.EventID, &c.Attempts, &c.LeaseUntil, &payload)
+		if payload != nil {
+			c.Payload = []byte(*payload)
+		}
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claiming deliveries: %w", err)
+	}
+	return claimed, nil
+}
+
+// Result is the outcome of one delivery attempt.
+type Result struct {
+	DeliveryID  int64
+	WebhookID   string
+	LeaseUntil  time.Time // from the claim
+	Attempts    int       // attempts before this one, from the claim
+	AttemptedAt time.Time
+	Duration    time.Duration
+	StatusCode  int // 0 when no response arrived
+	Error       string
+	Response    string // the start of the response body
+	// Status is the delivery's new status; for pending, NextAttempt is when
+	// it is due again.
+	Status      string
+	NextAttempt time.Time
+}
+
+// Record stores the results of a batch of attempts: each delivery's new
+// status and an attempt row, in one transaction.
+func (s *Store) Record(ctx context.Context, results []Result) error {
+	n := len(results)
+	ids, codes, attempts := make([]int64, n), make([]*int32, n), make([]int32, n)
+	leases := make([]time.Time, n)
+	statuses, errs, responses := make([]string, n), make([]*string, n), make([]*string, n)
+	attempted, next := make([]time.Time, n), make([]time.Time, n)
+	durations := make([]float64, n)
+	for i, r := range results {
+		ids[i], statuses[i], attempted[i], next[i] = r.DeliveryID, r.Status, r.AttemptedAt, r.NextAttempt
+		leases[i], attempts[i] = r.LeaseUntil, int32(r.Attempts)
+		durations[i] = float64(r.Duration.Microseconds()) / 1000
+		if r.StatusCode != 0 {
+			code := int32(r.StatusCode)
+			codes[i] = &code
+		}
+		if r.Error != "" {
+			errs[i] = &results[i].Error
+		}
+		responses[i] = &results[i].Response
+	}
+	_, err := s.pool.Exec(ctx, `WITH r AS (
+			SELECT * FROM unnest($1::int8[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::float8[],
+				$6::int4[], $7::text[], $8::text[], $9::timestamptz[], $10::int4[])
+				AS r(id, status, attempted_at, next_attempt_at, duration_ms, status_code, error, response, lease_until, attempts)),
+		updated AS (
+			UPDATE civicbase.deliveries d SET status = r.status, attempts = r.attempts + 1,
+				next_attempt_at = r.next_attempt_at, last_error = r.error,
+				delivered_at = CASE WHEN r.status = 'delivered' THEN r.attempted_at END
+			FROM r WHERE d.id = r.id AND d.next_attempt_at = r.lease_until AND d.status = 'pending')
+		INSERT INTO civicbase.delivery_attempts (delivery_id, attempted_at, status_code, duration_ms, error, response)
+		SELECT r.id, r.attempted_at, r.status_code, r.duration_ms, r.error, r.response FROM r
+		WHERE EXISTS (SELECT 1 FROM civicbase.deliveries d WHERE d.id = r.id)`,
+		ids, statuses, attempted, next, durations, codes, errs, responses, leases, attempts)
+	if err != nil {
+		return fmt.Errorf("recording %d delivery attempts: %w", n, err)
+	}
+	return nil
+}
+
+// MarkFailing starts an endpoint's failure streak unless one is running, and
+// returns when it started.
+func (s *Store) MarkFailing(ctx context.Context, webhookID string) (time.Time, error) {
+	var since time.Time
+	err := s.pool.QueryRow(ctx, `UPDATE civicbase.webhooks SET failing_since = coalesce(failing_since, now())
+		WHERE id = $1 RETURNING failing_since`, webhookID).Scan(&since)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return since, ErrNotFound
+	}
+	if err != nil {
+		return since, fmt.Errorf("marking webhook %s failing: %w", webhookID, err)
+	}
+	return since, nil
+}
+
+// ClearFailing ends an endpoint's failure streak after a success.
+func (s *Store) ClearFailing(ctx context.Context, webhookID string) error {
+	_, err := s.pool.Exec(ctx, `UPDATE civicbase.webhooks SET failing_since = NULL
+		WHERE id = $1 AND failing_since IS NOT NULL`, webhookID)
+	if err != nil {
+		return fmt.Errorf("clearing the failure streak of webhook %s: %w", webhookID, err)
+	}
+	return nil
+}
