@@ -47,8 +47,8 @@ func benchCommand(ctx context.Context, log *slog.Logger, args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if fs.Arg(0) != "capture" {
-		return fmt.Errorf("unknown benchmark %q; run `civicbase bench capture`", fs.Arg(0))
+	if name := fs.Arg(0); name != "capture" && name != "webhooks" {
+		return fmt.Errorf("unknown benchmark %q; run `civicbase bench capture` or `civicbase bench webhooks`", name)
 	}
 	if *changes < 10_000 || *changes%10_000 != 0 {
 		return fmt.Errorf("-changes %d must be a multiple of 10000", *changes)
@@ -58,6 +58,9 @@ func benchCommand(ctx context.Context, log *slog.Logger, args []string) error {
 		return err
 	}
 	defer c.Remove(context.WithoutCancel(ctx))
+	if fs.Arg(0) == "webhooks" {
+		return runWebhookBench(ctx, c, *changes)
+	}
 	return runCaptureBench(ctx, c, *changes)
 }
 

@@ -53,6 +53,7 @@ type devSession struct {
 	apiURL     string
 	token      string
 	configPath string
+	keep       bool
 }
 
 // devCommand starts a throwaway Postgres cluster, loads the demo schema, runs
@@ -81,7 +82,7 @@ func devCommand(ctx context.Context, log *slog.Logger, args []string) error {
 	}
 	log.InfoContext(ctx, "postgres started", "dir", cluster.Root, "port", cluster.Port)
 
-	session := devSession{cluster: cluster, addr: addr, apiURL: "http://" + addr}
+	session := devSession{cluster: cluster, addr: addr, apiURL: "http://" + addr, keep: opts.keep}
 	defer finishDev(context.WithoutCancel(ctx), log, &session, opts.keep)
 
 	if session.dbURL, err = loadDemoDatabase(ctx, cluster); err != nil {
@@ -218,7 +219,11 @@ func printDevBanner(w io.Writer, s devSession) {
 	fmt.Fprintf(w, "  API          %s\n", s.apiURL)
 	fmt.Fprintf(w, "  Admin token  %s\n", s.token)
 	fmt.Fprintf(w, "  Database     %s\n", s.dbURL)
-	fmt.Fprintf(w, "  Cluster      %s (removed on Ctrl-C; `go run . dev --keep` keeps it)\n\n", s.cluster.Root)
+	if s.keep {
+		fmt.Fprintf(w, "  Cluster      %s (kept after Ctrl-C because of --keep)\n\n", s.cluster.Root)
+	} else {
+		fmt.Fprintf(w, "  Cluster      %s (removed on Ctrl-C; `go run . dev --keep` keeps it)\n\n", s.cluster.Root)
+	}
 
 	fmt.Fprintf(w, "Insert a user (events data.created and user.created):\n\n")
 	fmt.Fprintf(w, "  %s '%s' -c \"INSERT INTO users (email, name) VALUES ('ada@example.com', 'Ada Lovelace')\"\n\n", psql, s.dbURL)

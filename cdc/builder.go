@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,6 +65,27 @@ type change struct {
 type builder struct {
 	buf  []byte // payload scratch
 	vals []byte // column values of the current change
+	log  *slog.Logger
+	// warned limits fallback warnings to one per column per warnEvery.
+	warned map[string]time.Time
+}
+
+// warnEvery is how often the same column's mapping failure is logged.
+const warnEvery = time.Minute
+
+// warnFallback logs that a value was sent as its Postgres text form.
+func (b *builder) warnFallback(col column, err error) {
+	if b.warned == nil {
+		b.warned = map[string]time.Time{}
+	}
+	if time.Since(b.warned[col.name]) < warnEvery {
+		return
+	}
+	b.warned[col.name] = time.Now()
+	if b.log != nil {
+		b.log.Warn("value could not be mapped to JSON; sending its Postgres text form as a string",
+			"column", col.name, "type", col.typ.Name, "err", err)
+	}
 }
 
 func (b *builder) insert(rel *relation, tuple []tupleColumn) (*change, error) {
@@ -192,7 +214,11 @@ func (b *builder) value(col column, data tupleColumn) (raw []byte, known bool, e
 		start := len(b.vals)
 		b.vals, err = col.typ.AppendJSON(b.vals, data.data)
 		if err != nil {
-			return nil, false, fmt.Errorf("converting column %s: %w", col.name, err)
+			// One value that cannot be mapped must not stop the stream, or
+			// every later change would wait behind it. Its text form keeps
+			// the data.
+			b.vals = canon.AppendStringBytes(b.vals[:start], data.data)
+			b.warnFallback(col, err)
 		}
 		return b.vals[start:len(b.vals):len(b.vals)], true, nil
 	}

@@ -35,6 +35,11 @@ const (
 // the slot, so the reader stops instead of creating a new slot silently.
 var ErrSlotLost = errors.New("replication slot lost")
 
+// ErrSlotConflict means the configured slot name is taken by a slot that
+// this service cannot use. A retry would meet the same slot, so the reader
+// stops.
+var ErrSlotConflict = errors.New("replication slot name taken")
+
 // Reader streams one replication slot into the store. Create it with
 // NewReader and call Run once.
 type Reader struct {
@@ -97,7 +102,7 @@ func (r *Reader) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, ErrSlotLost) {
+		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrSlotConflict) {
 			return err
 		}
 		if time.Since(started) > time.Minute {
@@ -136,6 +141,9 @@ func (r *Reader) runSession(ctx context.Context) error {
 	r.log.InfoContext(ctx, "replication started", "slot", r.cfg.Slot, "publication", r.cfg.Publication, "lsn", checkpoint)
 
 	s := newSession(r, conn, checkpoint)
+	if err := s.rels.resolve(ctx); err != nil {
+		return err
+	}
 	return s.stream(ctx)
 }
 
@@ -166,10 +174,11 @@ func (r *Reader) ensureSlot(ctx context.Context, conn *pgconn.PgConn) (pglogrepl
 	if err != nil {
 		return 0, err
 	}
-	var plugin, database, walStatus string
+	var plugin, database, current, walStatus string
 	var activePID *int32
-	err = r.pool.QueryRow(ctx, `SELECT coalesce(plugin, ''), coalesce(database, ''), coalesce(wal_status, ''), active_pid
-		FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.Slot).Scan(&plugin, &database, &walStatus, &activePID)
+	err = r.pool.QueryRow(ctx, `SELECT coalesce(plugin, ''), coalesce(database, ''), current_database(),
+			coalesce(wal_status, ''), active_pid
+		FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.Slot).Scan(&plugin, &database, &current, &walStatus, &activePID)
 	switch {
 	case errors.Is(err, pgxNoRows):
 		if checkpoint != 0 {
@@ -184,8 +193,12 @@ func (r *Reader) ensureSlot(ctx context.Context, conn *pgconn.PgConn) (pglogrepl
 		return 0, fmt.Errorf("%w: slot %s was invalidated (wal_status lost) because it retained more WAL than max_slot_wal_keep_size allows; "+
 			"changes after LSN %s are gone from the WAL; to accept the gap, drop the slot (SELECT pg_drop_replication_slot('%s');), "+
 			"run DELETE FROM civicbase.checkpoints WHERE slot_name = '%s'; and restart", ErrSlotLost, r.cfg.Slot, checkpoint, r.cfg.Slot, r.cfg.Slot)
+	case database != current:
+		// Slot names are unique per server, not per database.
+		return 0, fmt.Errorf("%w: slot %s belongs to database %q, not %q; set another slot name (slot: in CIVICBASE_CONFIG) for this database",
+			ErrSlotConflict, r.cfg.Slot, database, current)
 	case plugin != "pgoutput":
-		return 0, fmt.Errorf("slot %s uses plugin %q, not pgoutput; drop it or set another slot name", r.cfg.Slot, plugin)
+		return 0, fmt.Errorf("%w: slot %s uses plugin %q, not pgoutput; drop it or set another slot name", ErrSlotConflict, r.cfg.Slot, plugin)
 	case activePID != nil:
 		return 0, fmt.Errorf("slot %s is in use by server process %d; only one reader may stream a slot", r.cfg.Slot, *activePID)
 	}

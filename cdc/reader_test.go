@@ -60,6 +60,15 @@ func setupOn(t *testing.T, url, schema, cfgYAML string) *bundle {
 	require.NoError(t, err)
 	cfg.DatabaseURL = config.Secret(b.url)
 	cfg.StatusInterval = 200 * time.Millisecond
+	// Slot names are unique per server, and the tests share one server.
+	if cfg.Slot == "civicbase_slot" {
+		var db string
+		require.NoError(t, pool.QueryRow(ctx, "SELECT current_database()").Scan(&db))
+		cfg.Slot = "slot_" + db
+		if len(cfg.Slot) > 63 {
+			cfg.Slot = cfg.Slot[:63]
+		}
+	}
 	b.cfg = cfg
 	log := testLogger()
 	require.NoError(t, cdc.Preflight(ctx, pool, cfg))

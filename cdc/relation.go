@@ -41,6 +41,7 @@ type relations struct {
 	types    *TypeMap
 	cfg      config.Config
 	byName   map[string]config.Table
+	byOID    map[uint32]config.Table // configured tables by OID, which survives a rename
 	byID     map[uint32]*relation
 	fixedIDs map[uint32]bool // tables whose replica identity was checked
 	log      *slog.Logger
@@ -51,8 +52,37 @@ func newRelations(pool *pgxpool.Pool, types *TypeMap, cfg config.Config, log *sl
 	for _, t := range cfg.Tables {
 		byName[t.Name] = t
 	}
-	return &relations{pool: pool, types: types, cfg: cfg, byName: byName,
+	return &relations{pool: pool, types: types, cfg: cfg, byName: byName, byOID: map[uint32]config.Table{},
 		byID: map[uint32]*relation{}, fixedIDs: map[uint32]bool{}, log: log}
+}
+
+// resolve records the OID of every configured table, so that a table
+// renamed while the service runs keeps its model and semantic events.
+func (rs *relations) resolve(ctx context.Context) error {
+	for _, t := range rs.cfg.Tables {
+		var oid *uint32
+		if err := rs.pool.QueryRow(ctx, "SELECT to_regclass($1)::oid", quoteTable(t.Name)).Scan(&oid); err != nil {
+			return fmt.Errorf("looking up table %s: %w", t.Name, err)
+		}
+		if oid != nil {
+			rs.byOID[*oid] = t
+		}
+	}
+	return nil
+}
+
+// configFor returns the configuration of the table a Relation message
+// describes, found by OID first and by name second.
+func (rs *relations) configFor(msg *pglogrepl.RelationMessage, table string) (config.Table, bool) {
+	if t, ok := rs.byOID[msg.RelationID]; ok {
+		if t.Name != table {
+			rs.log.Warn("watched table was renamed; its model and events stay, but update CIVICBASE_CONFIG before the next restart",
+				"table", table, "configured_as", t.Name)
+		}
+		return t, true
+	}
+	t, ok := rs.byName[table]
+	return t, ok
 }
 
 func (rs *relations) get(id uint32) (*relation, error) {
@@ -69,7 +99,7 @@ func (rs *relations) update(ctx context.Context, msg *pglogrepl.RelationMessage)
 	r := &relation{id: msg.RelationID, table: msg.Namespace + "." + msg.RelationName, identity: msg.ReplicaIdentity}
 	r.model = config.ModelName(msg.RelationName)
 	identity := rs.cfg.ReplicaIdentity
-	if t, ok := rs.byName[r.table]; ok {
+	if t, ok := rs.configFor(msg, r.table); ok {
 		r.model, r.events, identity = t.Model, t.Events, t.ReplicaIdentity
 	}
 	for _, c := range msg.Columns {
@@ -125,7 +155,7 @@ func (rs *relations) primaryKey(ctx context.Context, oid uint32, columns []colum
 // without it, such as a table created after start-up in schema public.
 // Changes logged before the ALTER carry no old row.
 func (rs *relations) fixIdentity(ctx context.Context, r *relation, want string) error {
-	if want != config.IdentityFull || r.identity == 'f' || rs.fixedIDs[r.id] {
+	if want != config.IdentityFull || r.identity == 'f' || r.identity == 'i' || rs.fixedIDs[r.id] {
 		return nil
 	}
 	rs.fixedIDs[r.id] = true

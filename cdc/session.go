@@ -48,7 +48,7 @@ type session struct {
 func newSession(r *Reader, conn *pgconn.PgConn, checkpoint pglogrepl.LSN) *session {
 	durable := max(checkpoint, r.DurableLSN())
 	return &session{
-		r: r, conn: conn, rels: newRelations(r.pool, r.types, r.cfg, r.log),
+		r: r, conn: conn, rels: newRelations(r.pool, r.types, r.cfg, r.log), b: builder{log: r.log},
 		checkpoint: checkpoint, committed: durable, durable: durable, submitted: durable,
 		batch: make([]store.Event, 0, r.cfg.BatchSize),
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -70,7 +71,31 @@ func checkTable(ctx context.Context, pool *pgxpool.Pool, role string, i int, t c
 		return fmt.Errorf("tables[%d]: role %q does not own table %q, which publishing it and setting its replica identity require; "+
 			"run ALTER TABLE %s OWNER TO %s; or connect as the owner", i, role, t.Name, quoteTable(t.Name), pgx.Identifier{role}.Sanitize())
 	}
-	return nil
+	return checkEventColumns(ctx, pool, i, t)
+}
+
+// checkEventColumns rejects semantic events on columns the table lacks,
+// which could never fire.
+func checkEventColumns(ctx context.Context, pool *pgxpool.Pool, i int, t config.Table) error {
+	rows, err := pool.Query(ctx, `SELECT attname FROM pg_attribute
+		WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, quoteTable(t.Name))
+	if err != nil {
+		return fmt.Errorf("reading columns of %q: %w", t.Name, err)
+	}
+	columns, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("reading columns of %q: %w", t.Name, err)
+	}
+	var errs []error
+	for j, e := range t.Events {
+		for _, c := range e.Columns {
+			if !slices.Contains(columns, c) {
+				errs = append(errs, fmt.Errorf("tables[%d].events[%d]: column %q of event %s is not a column of %q (columns: %s)",
+					i, j, c, e.Name, t.Name, strings.Join(columns, ", ")))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // quoteTable quotes "schema.table" as an SQL identifier.
@@ -119,8 +144,8 @@ func EnsurePublication(ctx context.Context, pool *pgxpool.Pool, cfg config.Confi
 }
 
 // EnsureReplicaIdentity sets REPLICA IDENTITY FULL on every watched table
-// that the configuration wants it for, partitions included, because
-// Postgres logs the old row per partition.
+// that the configuration wants it for and that has DEFAULT or NOTHING,
+// partitions included, because Postgres logs the old row per partition.
 func EnsureReplicaIdentity(ctx context.Context, pool *pgxpool.Pool, cfg config.Config, log *slog.Logger) error {
 	var want []string
 	if len(cfg.Tables) == 0 {
@@ -145,8 +170,10 @@ func EnsureReplicaIdentity(ctx context.Context, pool *pgxpool.Pool, cfg config.C
 // setIdentityFull sets FULL on name ("schema.table", or "public.*" for all
 // tables of public) and on its partitions where it is not set yet.
 func setIdentityFull(ctx context.Context, pool *pgxpool.Pool, name string, log *slog.Logger) error {
+	// Only DEFAULT and NOTHING are changed: a table set to USING INDEX was
+	// configured on purpose, and its index gives events their instanceId.
 	const query = `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('r', 'p') AND c.relreplident <> 'f' AND (
+		WHERE c.relkind IN ('r', 'p') AND c.relreplident IN ('d', 'n') AND (
 			($1 = 'public.*' AND n.nspname = 'public')
 			OR c.oid IN (SELECT relid FROM pg_partition_tree(to_regclass($1)))
 			OR c.oid = to_regclass($1))`

@@ -64,6 +64,15 @@ func (t Table) validate() error {
 		add("name %q is not schema.table", t.Name)
 	case schema == "civicbase":
 		add("table %q is in the service's own schema civicbase, which is never watched", t.Name)
+	case schema == "pg_catalog" || schema == "information_schema" || strings.HasPrefix(schema, "pg_toast"):
+		add("table %q is a system catalog, which logical replication does not publish; watch your own tables", t.Name)
+	}
+	names := map[string]bool{}
+	for j, e := range t.Events {
+		if names[e.Name] {
+			add("events[%d]: event %s is listed twice for this table; merge the entries", j, e.Name)
+		}
+		names[e.Name] = true
 	}
 	if !modelPattern.MatchString(t.Model) {
 		add("model %q is not a valid model name; use letters, digits and _, starting with a letter", t.Model)

@@ -25,7 +25,6 @@ import (
 	"github.com/civicbase/civicbase/store"
 )
 
-
 const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 // received is one request a test receiver got.
@@ -39,8 +38,8 @@ type received struct {
 // receiver is an HTTP endpoint on loopback whose answers a test scripts.
 type receiver struct {
 	*httptest.Server
-	mu     sync.Mutex
-	got    []received
+	mu  sync.Mutex
+	got []received
 	// answer returns the status code and may set response headers; n
 	// counts earlier requests with the same webhook-id.
 	answer func(r received, n int, h http.Header) int

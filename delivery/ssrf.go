@@ -25,9 +25,9 @@ const forbiddenAdvice = "use a public HTTPS endpoint, or set CIVICBASE_DEV=true 
 
 // Guard keeps webhook requests away from the service's own network. Without
 // AllowPrivate it accepts only https URLs whose host resolves to public
-// addresses, both when a URL is registered (CheckURL) and on every connection
-// (Control), so a DNS answer that changes after registration cannot reach an
-// internal address.
+// addresses. CheckURL checks a URL when it is registered, and Control, run
+// by the dialer of NewHTTPClient, checks every connection, so a DNS answer
+// that changes after registration cannot reach an internal address.
 type Guard struct {
 	// AllowPrivate allows http URLs and every address, for local testing.
 	// Development mode (CIVICBASE_DEV=true) sets it.
@@ -44,7 +44,12 @@ type Guard struct {
 func (g Guard) CheckURL(ctx context.Context, raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("parsing webhook URL: %w", err)
+		// url.Error repeats the whole URL, which may contain a password.
+		var urlErr *url.Error
+		if errors.As(err, &urlErr) {
+			err = urlErr.Err
+		}
+		return fmt.Errorf("invalid webhook URL: %w", err)
 	}
 	host, err := g.checkURLSyntax(u)
 	if err != nil {
@@ -144,9 +149,9 @@ type addressRange struct {
 	reason string
 }
 
-// forbiddenIPv4 lists the IPv4 blocks that a webhook must not reach: the
-// special-purpose blocks of the IANA IPv4 Special-Purpose Address Registry
-// that are not globally reachable, plus multicast and the reserved 240/4.
+// forbiddenIPv4 lists the IPv4 blocks that a webhook must not reach: blocks
+// of the local host and network, blocks that are not routed on the public
+// internet, multicast and the reserved 240.0.0.0/4.
 var forbiddenIPv4 = []addressRange{
 	{netip.MustParsePrefix("0.0.0.0/8"), "an unspecified (this network) address"},
 	{netip.MustParsePrefix("10.0.0.0/8"), "a private address"},
@@ -186,7 +191,7 @@ var (
 	// nat64Prefix is the well-known NAT64 prefix, whose last 32 bits are an
 	// IPv4 address that a NAT64 gateway connects to.
 	nat64Prefix = netip.MustParsePrefix("64:ff9b::/96")
-	// sixToFourPrefix is the 6to4 prefix, whose bits 16 to 48 are an IPv4
+	// sixToFourPrefix is the 6to4 prefix, whose next 32 bits are an IPv4
 	// address.
 	sixToFourPrefix = netip.MustParsePrefix("2002::/16")
 	// globalUnicastIPv6 is the only IPv6 block allocated for global unicast.

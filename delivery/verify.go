@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -31,7 +32,7 @@ var (
 
 // defaultTolerance is the largest difference between webhook-timestamp and
 // the receiver's clock that Verify accepts when given no tolerance. The
-// Standard Webhooks libraries use the same 5 minutes.
+// standardwebhooks npm package (version 1.1.1) uses the same 5 minutes.
 const defaultTolerance = 5 * time.Minute
 
 // Verify checks a received webhook, as a receiver written in Go would. secret
@@ -46,14 +47,14 @@ const defaultTolerance = 5 * time.Minute
 // other versions are ignored.
 //
 // When the body is a JSON object with a top-level "signature" member, Verify
-// also checks that member as a JavaScript receiver would: it removes the
-// member from the parsed object and compares "sha256=<hex HMAC-SHA256>" of
-// the canonical JSON of the rest, which is what JSON.stringify writes. For
-// every body that SignBody writes, those bytes are the body without its
-// trailing `,"signature":"…"` member.
+// also checks that member as a JavaScript receiver would. It removes the
+// member from the parsed object and writes the rest as canonical JSON, the
+// bytes JSON.stringify writes. The member must be "sha256=" followed by the
+// hex HMAC-SHA256 of those bytes. For every body that SignBody writes, the
+// bytes are the body without its trailing `,"signature":"…"` member.
 //
-// The error wraps ErrMissingHeaders, ErrTimestamp or ErrSignature and says
-// what failed. An invalid secret returns an error that wraps none of them.
+// The error wraps ErrMissingHeaders, ErrTimestamp or ErrSignature and
+// describes what failed. An invalid secret returns an error that wraps none of them.
 func Verify(secret string, headers http.Header, body []byte, tolerance time.Duration) error {
 	return verifyAt(secret, headers, body, tolerance, time.Now())
 }
@@ -120,16 +121,28 @@ func checkTimestamp(text string, now time.Time, tolerance time.Duration) (int64,
 		return 0, fmt.Errorf("%w: %s %q is not an integer number of Unix seconds",
 			ErrTimestamp, headerTimestamp, truncate(text, 40))
 	}
-	age := now.Sub(time.Unix(seconds, 0)).Truncate(time.Second)
+	// The comparison uses whole seconds, as the standardwebhooks npm package
+	// does. time.Unix and Duration would overflow for timestamps hundreds of
+	// years away, which nowSeconds ± toleranceSeconds cannot.
+	nowSeconds, toleranceSeconds := now.Unix(), int64(tolerance/time.Second)
 	switch {
-	case age > tolerance:
+	case seconds < nowSeconds-toleranceSeconds:
 		return 0, fmt.Errorf("%w: %s %d is %s older than the current time, beyond the %s tolerance",
-			ErrTimestamp, headerTimestamp, seconds, age, tolerance)
-	case -age > tolerance:
+			ErrTimestamp, headerTimestamp, seconds, formatSeconds(uint64(nowSeconds)-uint64(seconds)), tolerance)
+	case seconds > nowSeconds+toleranceSeconds:
 		return 0, fmt.Errorf("%w: %s %d is %s ahead of the current time, beyond the %s tolerance",
-			ErrTimestamp, headerTimestamp, seconds, -age, tolerance)
+			ErrTimestamp, headerTimestamp, seconds, formatSeconds(uint64(seconds)-uint64(nowSeconds)), tolerance)
 	}
 	return seconds, nil
+}
+
+// formatSeconds formats a positive number of seconds as a Duration, or as
+// seconds when it is too large for one.
+func formatSeconds(seconds uint64) string {
+	if seconds > math.MaxInt64/uint64(time.Second) {
+		return strconv.FormatUint(seconds, 10) + "s"
+	}
+	return (time.Duration(seconds) * time.Second).String()
 }
 
 func truncate(s string, n int) string {

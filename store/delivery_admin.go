@@ -101,4 +101,3 @@ func (s *Store) AddDelivery(ctx context.Context, webhookID, eventID string, payl
 	s.signalWritten()
 	return id, nil
 }
-
