@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -84,6 +86,14 @@ func startService(t *testing.T, url string, env ...string) *process {
 	p.cmd.Env = append(os.Environ(), "DATABASE_URL="+url, "CIVICBASE_ADMIN_TOKEN=test-token-0123456789",
 		"CIVICBASE_ADDR="+p.addr)
 	p.cmd.Env = append(p.cmd.Env, env...)
+	if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "CIVICBASE_CONFIG=") }) {
+		// Slot names are unique per server and the tests share one, so
+		// each database gets its own slot, the same across restarts.
+		path := filepath.Join(t.TempDir(), "civicbase.yaml")
+		slot := "slot_" + strings.NewReplacer("/", "", "?sslmode=disable", "").Replace(url[strings.LastIndex(url, "/"):])
+		require.NoError(t, os.WriteFile(path, []byte("slot: "+slot+"\n"), 0o600))
+		p.cmd.Env = append(p.cmd.Env, "CIVICBASE_CONFIG="+path)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
 	require.NoError(t, p.cmd.Start())
 	t.Cleanup(func() {

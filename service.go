@@ -17,6 +17,7 @@ import (
 
 	"github.com/civicbase/civicbase/cdc"
 	"github.com/civicbase/civicbase/config"
+	"github.com/civicbase/civicbase/delivery"
 	"github.com/civicbase/civicbase/httpapi"
 	"github.com/civicbase/civicbase/sql"
 	"github.com/civicbase/civicbase/store"
@@ -90,13 +91,19 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, onListening
 		return err
 	}
 
+	cipher, err := delivery.NewCipher(cfg.EncryptionKey.Reveal())
+	if err != nil {
+		return err
+	}
 	st := store.New(pool)
 	reader := cdc.NewReader(cfg, pool, st, log.With("component", "cdc"))
+	dispatcher := newDispatcher(cfg, st, cipher, log.With("component", "delivery"))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	app := httpapi.New(httpapi.Options{
 		AdminToken: cfg.AdminToken, Events: st, Gatherer: reg, Logger: log.With("component", "httpapi"),
-		Ready: readiness(pool, reader),
+		Ready: readiness(pool, reader), Webhooks: st, Cipher: cipher, Guard: delivery.Guard{AllowPrivate: cfg.Dev},
+		Catalog: catalog(cfg, pool), RotationGrace: cfg.Webhooks.RotationGrace,
 	})
 	srv := httpapi.NewServer(cfg.Addr, app, nil)
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -107,6 +114,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, onListening
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return reader.Run(gctx) })
+	g.Go(func() error { return dispatcher.Run(gctx) })
 	g.Go(func() error { return servehttp(gctx, srv, ln) })
 	g.Go(func() error { return prune(gctx, st, cfg.Retention, log) })
 	if onListening != nil {

@@ -67,7 +67,7 @@ func writeHTTPError(w http.ResponseWriter, e *apiError) {
 func (a *api) handleError(c *fiber.Ctx, err error) error {
 	apiErr := a.toAPIError(c, err)
 	if apiErr.Status == http.StatusMethodNotAllowed {
-		c.Set(fiber.HeaderAllow, strings.Join(a.routes[c.Path()], ", "))
+		c.Set(fiber.HeaderAllow, strings.Join(a.allowedMethods(c.Path()), ", "))
 	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	return c.Status(apiErr.Status).Send(marshalError(apiErr))
@@ -101,7 +101,7 @@ func (a *api) fromFiberError(c *fiber.Ctx, err *fiber.Error) *apiError {
 		return &apiError{
 			Status:  http.StatusMethodNotAllowed,
 			Code:    "method_not_allowed",
-			Message: fmt.Sprintf("method %s is not allowed on %s; use %s", c.Method(), quotePath(c.Path()), strings.Join(a.routes[c.Path()], " or ")),
+			Message: fmt.Sprintf("method %s is not allowed on %s; use %s", c.Method(), quotePath(c.Path()), strings.Join(a.allowedMethods(c.Path()), " or ")),
 		}
 	case http.StatusRequestEntityTooLarge:
 		return &apiError{
@@ -113,6 +113,40 @@ func (a *api) fromFiberError(c *fiber.Ctx, err *fiber.Error) *apiError {
 		code := strings.ReplaceAll(strings.ToLower(http.StatusText(err.Code)), " ", "_")
 		return &apiError{Status: err.Code, Code: code, Message: err.Message}
 	}
+}
+
+// allowedMethods returns the methods registered for path. A ":name"
+// segment of a registered path, such as "/webhooks/:id", matches any one
+// segment.
+func (a *api) allowedMethods(path string) []string {
+	if methods, ok := a.routes[path]; ok {
+		return methods
+	}
+	// fiber matches "/webhooks/" to "/webhooks", because StrictRouting is off.
+	if len(path) > 1 {
+		path = strings.TrimSuffix(path, "/")
+	}
+	segments := strings.Split(path, "/")
+	for _, route := range slices.Sorted(maps.Keys(a.routes)) {
+		if matchSegments(strings.Split(route, "/"), segments) {
+			return a.routes[route]
+		}
+	}
+	return nil
+}
+
+// matchSegments reports whether the path segments match the route's, where
+// a route segment starting with ":" matches any non-empty segment.
+func matchSegments(route, path []string) bool {
+	if len(route) != len(path) {
+		return false
+	}
+	for i, segment := range route {
+		if segment != path[i] && (!strings.HasPrefix(segment, ":") || path[i] == "") {
+			return false
+		}
+	}
+	return true
 }
 
 // quotePath returns a path for a message: as is when short and printable,

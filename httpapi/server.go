@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/civicbase/civicbase/config"
+	"github.com/civicbase/civicbase/delivery"
 	"github.com/civicbase/civicbase/store"
 )
 
@@ -77,6 +78,25 @@ type Options struct {
 	// Logger receives request errors, panics and, at debug level, rejected
 	// tokens. Nil means slog.Default(). New adds no component attribute.
 	Logger *slog.Logger
+
+	// Webhooks stores webhook endpoints and their deliveries. Nil leaves the
+	// /webhooks routes unregistered.
+	Webhooks WebhookStore
+	// Cipher seals webhook secrets before they are stored. Nil stores them
+	// unencrypted, with the "plain:" prefix.
+	Cipher *delivery.Cipher
+	// Guard checks webhook URLs when they are registered or changed. The
+	// zero value requires https and public addresses. Development mode sets
+	// AllowPrivate.
+	Guard delivery.Guard
+	// Catalog returns the watched model names and the configured semantic
+	// event names, which webhook event patterns are checked against. Nil
+	// means none of either, so only "*" and the data.* names are accepted.
+	Catalog func(ctx context.Context) (models []string, semantic []string, err error)
+	// RotationGrace is how long a rotated-out webhook secret keeps signing
+	// deliveries when the rotate request sets no graceSeconds. Zero means
+	// 24 hours.
+	RotationGrace time.Duration
 }
 
 // api holds what the route handlers share.
@@ -86,6 +106,7 @@ type api struct {
 	events    EventSource
 	ready     func(ctx context.Context) []Check
 	logger    *slog.Logger
+	hooks     webhookAPI
 	// routes maps each registered path to its methods, for 404 messages and
 	// the Allow header of 405 responses.
 	routes map[string][]string
@@ -122,6 +143,10 @@ func New(opts Options) *fiber.App {
 		app.Get("/metrics", metricsHandler(opts.Gatherer, a.logger))
 	}
 	app.Get("/events", a.requireToken, a.listEvents)
+	if opts.Webhooks != nil {
+		a.hooks = newWebhookAPI(opts)
+		a.registerWebhookRoutes(app)
+	}
 
 	a.routes = routeMethods(app)
 	return app
