@@ -23,12 +23,12 @@ var DefaultSchedule = []time.Duration{
 // Config tunes the dispatcher. The zero value of each field means its
 // default.
 type Config struct {
-	// Workers is the most deliveries in flight in this process. Default 64.
+	// Workers is the most deliveries in flight in this process. Default 128.
 	Workers int
 	// PerEndpoint is the most deliveries in flight to one endpoint from this
-	// process, so one slow endpoint cannot take every worker. Default 16.
+	// process, so one slow endpoint cannot take every worker. Default 32.
 	PerEndpoint int
-	// ClaimBatch is the most deliveries claimed per query. Default 256.
+	// ClaimBatch is the most deliveries claimed per query. Default 512.
 	ClaimBatch int
 	// ConnectTimeout bounds connecting to an endpoint. Default 5s.
 	ConnectTimeout time.Duration
@@ -54,9 +54,9 @@ type Config struct {
 
 // WithDefaults returns c with zero fields set to their defaults.
 func (c Config) WithDefaults() Config {
-	c.Workers = cmp.Or(c.Workers, 64)
-	c.PerEndpoint = cmp.Or(c.PerEndpoint, 16)
-	c.ClaimBatch = cmp.Or(c.ClaimBatch, 256)
+	c.Workers = cmp.Or(c.Workers, 128)
+	c.PerEndpoint = cmp.Or(c.PerEndpoint, 32)
+	c.ClaimBatch = cmp.Or(c.ClaimBatch, 512)
 	c.ConnectTimeout = cmp.Or(c.ConnectTimeout, 5*time.Second)
 	c.Timeout = cmp.Or(c.Timeout, 10*time.Second)
 	c.Lease = cmp.Or(c.Lease, 60*time.Second)
@@ -70,6 +70,11 @@ func (c Config) WithDefaults() Config {
 
 // Dispatcher claims due deliveries and sends them. Every instance runs one;
 // they share the queue through row locks.
+//
+// One claimer goroutine keeps a local queue topped up with leased
+// deliveries, claiming in batches so that the claim query, which must skip
+// rows held back for ordering, runs rarely. A fixed pool of workers sends
+// from the queue.
 type Dispatcher struct {
 	cfg    Config
 	store  *store.Store
@@ -77,7 +82,8 @@ type Dispatcher struct {
 	hooks  *hookCache
 	log    *slog.Logger
 
-	slots    chan struct{} // one token per free worker
+	queue    chan store.Claimed
+	taken    chan struct{} // a worker took from the queue
 	mu       sync.Mutex
 	endpoint map[string]chan struct{} // per-endpoint tokens
 	results  chan store.Result
@@ -87,43 +93,69 @@ type Dispatcher struct {
 // may be nil when secrets are not encrypted.
 func NewDispatcher(cfg Config, st *store.Store, cipher *Cipher, log *slog.Logger) *Dispatcher {
 	cfg = cfg.WithDefaults()
-	d := &Dispatcher{
+	return &Dispatcher{
 		cfg: cfg, store: st, log: log,
 		client:   NewHTTPClient(Guard{AllowPrivate: cfg.AllowPrivate}, cfg.ConnectTimeout, cfg.Timeout),
 		hooks:    newHookCache(st, cipher),
-		slots:    make(chan struct{}, cfg.Workers),
+		queue:    make(chan store.Claimed, 2*cfg.ClaimBatch),
+		taken:    make(chan struct{}, 1),
 		endpoint: map[string]chan struct{}{},
 		results:  make(chan store.Result, cfg.Workers),
 	}
-	for range cfg.Workers {
-		d.slots <- struct{}{}
-	}
-	return d
 }
 
-// Run sends deliveries until ctx ends, then waits for attempts in flight
-// and records their results before it returns.
+// Run sends deliveries until ctx ends. It then lets attempts in flight
+// finish, records their results, and releases the leases of deliveries it
+// claimed but did not send, so a restarted instance sends them at once.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	recorded := make(chan struct{})
 	go func() {
 		defer close(recorded)
 		d.record(context.WithoutCancel(ctx))
 	}()
-	var sends sync.WaitGroup
-	d.claimLoop(ctx, &sends)
-	sends.Wait()
+	var workers sync.WaitGroup
+	for range d.cfg.Workers {
+		workers.Go(func() { d.work(ctx) })
+	}
+	d.claimLoop(ctx)
+	workers.Wait()
 	close(d.results)
 	<-recorded
+	d.release(context.WithoutCancel(ctx))
 	return nil
 }
 
-func (d *Dispatcher) claimLoop(ctx context.Context, sends *sync.WaitGroup) {
+// work sends queued deliveries until ctx ends.
+func (d *Dispatcher) work(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c := <-d.queue:
+			select {
+			case d.taken <- struct{}{}:
+			default:
+			}
+			d.results <- d.attempt(ctx, c)
+		}
+	}
+}
+
+func (d *Dispatcher) claimLoop(ctx context.Context) {
 	poll := time.NewTicker(d.cfg.PollInterval)
 	defer poll.Stop()
 	for ctx.Err() == nil {
 		written := d.store.Written()
-		n := d.claimAndSend(ctx, sends)
-		if n > 0 {
+		room := cap(d.queue) - len(d.queue)
+		if room < d.cfg.ClaimBatch/4 {
+			// Wait for the workers to make room, so that claims stay big.
+			select {
+			case <-ctx.Done():
+			case <-d.taken:
+			}
+			continue
+		}
+		if d.claim(ctx, min(room, d.cfg.ClaimBatch)) > 0 {
 			continue
 		}
 		select {
@@ -134,53 +166,40 @@ func (d *Dispatcher) claimLoop(ctx context.Context, sends *sync.WaitGroup) {
 	}
 }
 
-// claimAndSend claims as many deliveries as there are free workers and
-// starts sending them. It returns how many it claimed.
-func (d *Dispatcher) claimAndSend(ctx context.Context, sends *sync.WaitGroup) int {
-	free := d.acquireSlots(ctx)
-	if free == 0 {
-		return 0
-	}
-	claimed, err := d.store.Claim(ctx, free, d.cfg.Lease)
+// claim leases up to n due deliveries into the queue and returns how many.
+func (d *Dispatcher) claim(ctx context.Context, n int) int {
+	claimed, err := d.store.Claim(ctx, n, d.cfg.Lease)
 	if err != nil {
 		if ctx.Err() == nil {
 			d.log.WarnContext(ctx, "claiming deliveries failed; retrying", "err", err)
 			sleep(ctx, time.Second)
 		}
-		claimed = nil
-	}
-	for range free - len(claimed) {
-		d.slots <- struct{}{}
+		return 0
 	}
 	for _, c := range claimed {
-		sends.Add(1)
-		go func() {
-			defer sends.Done()
-			defer func() { d.slots <- struct{}{} }()
-			d.results <- d.attempt(ctx, c)
-		}()
+		d.queue <- c // room was checked, and only this goroutine adds
 	}
 	return len(claimed)
 }
 
-// acquireSlots takes at least one free worker token, waiting for one, and
-// then every other free token, up to ClaimBatch.
-func (d *Dispatcher) acquireSlots(ctx context.Context) int {
-	select {
-	case <-d.slots:
-	case <-ctx.Done():
-		return 0
-	}
-	n := 1
-	for n < d.cfg.ClaimBatch {
+// release gives back the leases of queued deliveries that were not sent.
+func (d *Dispatcher) release(ctx context.Context) {
+	var left []store.Claimed
+	for {
 		select {
-		case <-d.slots:
-			n++
+		case c := <-d.queue:
+			left = append(left, c)
+			continue
 		default:
-			return n
 		}
+		break
 	}
-	return n
+	if len(left) == 0 {
+		return
+	}
+	if err := d.store.Release(ctx, left); err != nil {
+		d.log.WarnContext(ctx, "releasing unsent deliveries failed; they are sent when their lease ends", "count", len(left), "err", err)
+	}
 }
 
 // endpointTokens returns the semaphore of one endpoint.

@@ -170,3 +170,19 @@ func (s *Store) ClearFailing(ctx context.Context, webhookID string) error {
 	}
 	return nil
 }
+
+// Release ends the leases of claimed deliveries that were not attempted,
+// making them due now.
+func (s *Store) Release(ctx context.Context, claimed []Claimed) error {
+	ids, leases := make([]int64, len(claimed)), make([]time.Time, len(claimed))
+	for i, c := range claimed {
+		ids[i], leases[i] = c.ID, c.LeaseUntil
+	}
+	_, err := s.pool.Exec(ctx, `UPDATE civicbase.deliveries d SET next_attempt_at = now()
+		FROM unnest($1::int8[], $2::timestamptz[]) AS r(id, lease_until)
+		WHERE d.id = r.id AND d.next_attempt_at = r.lease_until AND d.status = 'pending'`, ids, leases)
+	if err != nil {
+		return fmt.Errorf("releasing %d deliveries: %w", len(claimed), err)
+	}
+	return nil
+}

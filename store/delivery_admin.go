@@ -29,8 +29,10 @@ type DeliveryInfo struct {
 	DeliveredAt *time.Time `json:"deliveredAt"`
 }
 
-// Deliveries lists an endpoint's deliveries with ids below before (0 for
-// the newest), newest first, optionally only those with status.
+// Deliveries lists an endpoint's deliveries, newest event first, starting
+// after the delivery before (0 for the newest), optionally only those with
+// status. It walks the (webhook_id, event_id) index, so it needs no index of
+// its own.
 func (s *Store) Deliveries(ctx context.Context, webhookID, status string, before int64, limit int) ([]DeliveryInfo, error) {
 	rows, err := s.pool.Query(ctx, `SELECT d.id, d.event_id, d.status,
 			CASE WHEN d.status = 'pending' THEN d.next_attempt_at END, d.last_error, d.created_at, d.delivered_at,
@@ -38,8 +40,9 @@ func (s *Store) Deliveries(ctx context.Context, webhookID, status string, before
 				'durationMs', a.duration_ms, 'error', a.error, 'response', a.response) ORDER BY a.id)
 				FROM civicbase.delivery_attempts a WHERE a.delivery_id = d.id), '[]')
 		FROM civicbase.deliveries d
-		WHERE d.webhook_id = $1 AND ($2 = '' OR d.status = $2) AND ($3 = 0 OR d.id < $3)
-		ORDER BY d.id DESC LIMIT $4`, webhookID, status, before, limit)
+		WHERE d.webhook_id = $1 AND ($2 = '' OR d.status = $2)
+		  AND ($3 = 0 OR d.event_id < (SELECT b.event_id FROM civicbase.deliveries b WHERE b.id = $3))
+		ORDER BY d.event_id DESC LIMIT $4`, webhookID, status, before, limit)
 	if err != nil {
 		return nil, fmt.Errorf("listing deliveries of webhook %s: %w", webhookID, err)
 	}

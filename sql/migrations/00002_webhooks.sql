@@ -41,9 +41,8 @@ CREATE TABLE civicbase.deliveries (
     UNIQUE (webhook_id, event_id)
 );
 
-CREATE INDEX deliveries_due_idx ON civicbase.deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX deliveries_due_idx ON civicbase.deliveries (next_attempt_at, id) WHERE status = 'pending';
 CREATE INDEX deliveries_row_idx ON civicbase.deliveries (webhook_id, row_key, event_id) WHERE status = 'pending';
-CREATE INDEX deliveries_webhook_idx ON civicbase.deliveries (webhook_id, id);
 
 CREATE TABLE civicbase.delivery_attempts (
     id           bigserial PRIMARY KEY,
