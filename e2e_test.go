@@ -91,7 +91,10 @@ func startService(t *testing.T, url string, env ...string) *process {
 		// each database gets its own slot, the same across restarts.
 		path := filepath.Join(t.TempDir(), "civicbase.yaml")
 		slot := "slot_" + strings.NewReplacer("/", "", "?sslmode=disable", "").Replace(url[strings.LastIndex(url, "/"):])
-		require.NoError(t, os.WriteFile(path, []byte("slot: "+slot+"\n"), 0o600))
+		// A short lease lets deliveries claimed by a killed instance come
+		// back within seconds.
+		cfg := "slot: " + slot + "\nwebhooks:\n  timeout: 2s\n  lease: 3s\n"
+		require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
 		p.cmd.Env = append(p.cmd.Env, "CIVICBASE_CONFIG="+path)
 	}
 	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output

@@ -18,7 +18,7 @@ import (
 func newDispatcher(cfg config.Config, st *store.Store, cipher *delivery.Cipher, log *slog.Logger) *delivery.Dispatcher {
 	w := cfg.Webhooks
 	return delivery.NewDispatcher(delivery.Config{
-		Workers: w.Workers, PerEndpoint: w.PerEndpoint, ConnectTimeout: w.ConnectTimeout, Timeout: w.Timeout,
+		Workers: w.Workers, PerEndpoint: w.PerEndpoint, ConnectTimeout: w.ConnectTimeout, Timeout: w.Timeout, Lease: w.Lease,
 		Schedule: w.Schedule, DisableAfter: w.DisableAfter, AllowPrivate: cfg.Dev,
 	}, st, cipher, log)
 }

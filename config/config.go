@@ -77,6 +77,10 @@ type Webhooks struct {
 	ConnectTimeout time.Duration `yaml:"connectTimeout"`
 	// Timeout bounds a whole attempt. Default 10s.
 	Timeout time.Duration `yaml:"timeout"`
+	// Lease is how long a claimed delivery stays reserved for the instance
+	// that claimed it. After a crash, its deliveries are sent again once the
+	// lease ends. It must exceed Timeout. Default 60s.
+	Lease time.Duration `yaml:"lease"`
 	// Schedule is the wait before each retry. Default 5s, 30s, 2m, 10m,
 	// 30m, 1h, 3h, 6h, 12h, 24h.
 	Schedule []time.Duration `yaml:"schedule"`

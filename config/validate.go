@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"strings"
@@ -33,6 +34,9 @@ func (c Config) validateFile() error {
 	w := c.Webhooks
 	if w.Workers < 0 || w.PerEndpoint < 0 || w.ConnectTimeout < 0 || w.Timeout < 0 || w.DisableAfter < 0 || w.RotationGrace < 0 {
 		add("webhooks: negative values are not allowed; leave a field out for its default")
+	}
+	if timeout := cmp.Or(w.Timeout, 10*time.Second); w.Lease != 0 && w.Lease <= timeout {
+		add("webhooks.lease %s must be longer than webhooks.timeout %s, or a slow attempt could be sent twice", w.Lease, timeout)
 	}
 	for i, d := range w.Schedule {
 		if d < time.Second {

@@ -453,3 +453,34 @@ func TestTwoDispatchersSendEachDeliveryOnce(t *testing.T) {
 		require.Equal(t, 1, n, id)
 	}
 }
+
+func TestEndpointFailingTooLongIsDisabled(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	rc := newReceiver(t, func(received, int, http.Header) int { return 500 })
+	hook := b.register(t, rc.URL, "*")
+	schedule := make([]time.Duration, 20)
+	for i := range schedule {
+		schedule[i] = 50 * time.Millisecond
+	}
+	b.run(t, delivery.Config{Schedule: schedule, DisableAfter: 300 * time.Millisecond})
+
+	b.write(t, "u1")
+	waitFor(t, 10*time.Second, "endpoint disabled", func() bool {
+		w, err := b.store.Webhook(context.Background(), hook)
+		require.NoError(t, err)
+		return !w.Active
+	})
+
+	w, err := b.store.Webhook(context.Background(), hook)
+	require.NoError(t, err)
+	require.Contains(t, *w.DisabledReason, "every delivery failed since")
+	require.NotNil(t, w.FailingSince)
+	active := true
+	_, err = b.store.UpdateWebhook(context.Background(), hook, store.WebhookUpdate{Active: &active})
+	require.NoError(t, err)
+	w, err = b.store.Webhook(context.Background(), hook)
+	require.NoError(t, err)
+	require.True(t, w.Active)
+	require.Nil(t, w.FailingSince, "re-enabling starts a fresh failure streak")
+}
