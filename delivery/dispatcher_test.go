@@ -197,7 +197,7 @@ func TestDeliveredAfterThreeFailures(t *testing.T) {
 		require.Equal(t, want, *a.StatusCode)
 		require.Equal(t, fmt.Sprintf("answer %d", want), *a.Response)
 	}
-	require.Equal(t, "endpoint answered 500", *d.Attempts[0].Error)
+	require.Equal(t, "endpoint returned status 500", *d.Attempts[0].Error)
 	require.Len(t, rc.requests(), 4)
 	for _, r := range rc.requests() {
 		require.Equal(t, ids[0], r.id, "every retry carries the same webhook-id")
@@ -278,7 +278,7 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 
 	w, err := b.store.Webhook(context.Background(), hook)
 	require.NoError(t, err)
-	require.Equal(t, "the endpoint answered 410 Gone", *w.DisabledReason)
+	require.Equal(t, "the endpoint returned status 410 Gone", *w.DisabledReason)
 	require.LessOrEqual(t, len(rc.requests()), 2, "a disabled endpoint gets no more requests")
 	for _, d := range b.deliveries(t, hook) {
 		require.Equal(t, store.StatusPending, d.Status, "deliveries wait for the endpoint to be enabled")

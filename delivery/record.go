@@ -67,7 +67,7 @@ func (d *Dispatcher) recordBatch(ctx context.Context, batch []store.Result, warn
 }
 
 // afterResult keeps the endpoint's failure streak and disables endpoints
-// that answered 410 or have failed for DisableAfter.
+// that returned 410 or have failed for DisableAfter.
 func (d *Dispatcher) afterResult(ctx context.Context, r store.Result, warned map[string]time.Time) {
 	log := d.log.With("webhook_id", r.WebhookID, "delivery_id", r.DeliveryID)
 	hook, err := d.hooks.get(ctx, r.WebhookID)
@@ -85,7 +85,7 @@ func (d *Dispatcher) afterResult(ctx context.Context, r store.Result, warned map
 	}
 	switch {
 	case r.StatusCode == 410:
-		d.disable(ctx, r.WebhookID, "the endpoint answered 410 Gone")
+		d.disable(ctx, r.WebhookID, "the endpoint returned status 410 Gone")
 		return
 	case r.Status == store.StatusDead:
 		log.WarnContext(ctx, "delivery is dead; retry it through the API once the endpoint is fixed", "err", r.Error)

@@ -31,10 +31,10 @@ type outcome struct {
 	err        error
 	response   string
 	retryAfter time.Duration
-	// permanent failures are not retried: other 4xx answers, redirects and
-	// addresses the guard rejects.
+	// permanent failures are not retried. They are other 4xx statuses,
+	// redirects, and addresses the guard rejects.
 	permanent bool
-	// gone means the endpoint answered 410 and is disabled.
+	// gone means the endpoint returned 410 and is disabled.
 	gone bool
 }
 
@@ -119,16 +119,16 @@ func classify(resp *http.Response) outcome {
 	case code >= 200 && code < 300:
 		return out
 	case code == http.StatusGone:
-		out.err, out.gone = errors.New("endpoint answered 410 Gone; it is disabled until re-enabled"), true
+		out.err, out.gone = errors.New("endpoint returned status 410 Gone; it is disabled until re-enabled"), true
 	case code == http.StatusTooManyRequests:
-		out.err, out.retryAfter = fmt.Errorf("endpoint answered %d", code), retryAfter(resp.Header.Get("Retry-After"))
+		out.err, out.retryAfter = fmt.Errorf("endpoint returned status %d", code), retryAfter(resp.Header.Get("Retry-After"))
 	case code >= 500:
-		out.err = fmt.Errorf("endpoint answered %d", code)
+		out.err = fmt.Errorf("endpoint returned status %d", code)
 	case code >= 300 && code < 400:
-		out.err = fmt.Errorf("endpoint answered %d; redirects are not followed, so register the final URL", code)
+		out.err = fmt.Errorf("endpoint returned status %d; redirects are not followed, so register the final URL", code)
 		out.permanent = true
 	default:
-		out.err, out.permanent = fmt.Errorf("endpoint answered %d", code), true
+		out.err, out.permanent = fmt.Errorf("endpoint returned status %d", code), true
 	}
 	return out
 }
