@@ -158,19 +158,26 @@ func waitStreaming(ctx context.Context, reader *cdc.Reader, onListening func()) 
 	}
 }
 
-// prune deletes events older than the retention, in small batches.
+// prune deletes events and finished deliveries older than the retention, in
+// small batches.
 func prune(ctx context.Context, st *store.Store, retention time.Duration, log *slog.Logger) error {
 	t := time.NewTicker(pruneInterval)
 	defer t.Stop()
 	for {
-		n, err := st.Prune(ctx, time.Now().Add(-retention), 5000)
+		cutoff := time.Now().Add(-retention)
+		n, err := st.Prune(ctx, cutoff, 5000)
+		if err == nil {
+			var deliveries int64
+			deliveries, err = st.PruneDeliveries(ctx, cutoff, 5000)
+			n += deliveries
+		}
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
 			log.WarnContext(ctx, "pruning events failed; retrying later", "err", err)
 		case n > 0:
-			log.InfoContext(ctx, "pruned events past retention", "count", n, "retention", retention)
+			log.InfoContext(ctx, "pruned events and finished deliveries past retention", "count", n, "retention", retention)
 		}
 		select {
 		case <-ctx.Done():

@@ -104,3 +104,21 @@ func (s *Store) AddDelivery(ctx context.Context, webhookID, eventID string, payl
 	s.signalWritten()
 	return id, nil
 }
+
+// PruneDeliveries deletes finished (delivered or dead) deliveries created
+// before cutoff, with their attempts, at most batch per statement. Pending
+// deliveries are kept whatever their age. It returns how many it deleted.
+func (s *Store) PruneDeliveries(ctx context.Context, cutoff time.Time, batch int) (int64, error) {
+	var total int64
+	for {
+		tag, err := s.pool.Exec(ctx, `DELETE FROM civicbase.deliveries WHERE id IN (
+			SELECT id FROM civicbase.deliveries WHERE status <> 'pending' AND created_at < $1 LIMIT $2)`, cutoff, batch)
+		if err != nil {
+			return total, fmt.Errorf("pruning deliveries before %s: %w", cutoff.Format(time.RFC3339), err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < int64(batch) || ctx.Err() != nil {
+			return total, ctx.Err()
+		}
+	}
+}

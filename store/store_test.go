@@ -129,3 +129,24 @@ func TestPruneDeletesOnlyOldEvents(t *testing.T) {
 	require.Len(t, left, 2)
 	require.Equal(t, event(24, time.Now()).ID, left[0].ID)
 }
+
+func TestPruneDeliveriesKeepsPending(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	_, err := st.CreateWebhook(ctx, store.Webhook{ID: "wh_1", URL: "https://example.com", Events: []string{"*"}, Secret: "plain:x"})
+	require.NoError(t, err)
+	require.NoError(t, st.Write(ctx, []store.Event{event(1, time.Now()), event(2, time.Now()), event(3, time.Now())}, nil))
+	_, err = st.Pool().Exec(ctx, `UPDATE civicbase.deliveries SET created_at = now() - interval '8 days',
+		status = CASE event_id WHEN $1 THEN 'delivered' WHEN $2 THEN 'dead' ELSE 'pending' END`, event(1, time.Now()).ID, event(2, time.Now()).ID)
+	require.NoError(t, err)
+
+	n, err := st.PruneDeliveries(ctx, time.Now().Add(-7*24*time.Hour), 1)
+	require.NoError(t, err)
+	left, err := st.Deliveries(ctx, "wh_1", "", 0, 10)
+	require.NoError(t, err)
+
+	require.Equal(t, int64(2), n)
+	require.Len(t, left, 1)
+	require.Equal(t, store.StatusPending, left[0].Status)
+}
