@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -71,8 +72,18 @@ func (d *Dispatcher) recordBatch(ctx context.Context, batch []store.Result, warn
 func (d *Dispatcher) afterResult(ctx context.Context, r store.Result, warned map[string]time.Time) {
 	log := d.log.With("webhook_id", r.WebhookID, "delivery_id", r.DeliveryID)
 	hook, err := d.hooks.get(ctx, r.WebhookID)
-	if err != nil {
+	if errors.Is(err, store.ErrNotFound) {
 		return // deleted meanwhile
+	}
+	if err != nil {
+		// Typically a secret that cannot be opened with this instance's
+		// CIVICBASE_ENCRYPTION_KEY: every attempt fails until an operator
+		// fixes the key.
+		if time.Since(warned[r.WebhookID]) > warnEvery {
+			warned[r.WebhookID] = time.Now()
+			log.ErrorContext(ctx, "webhook cannot be loaded; its deliveries fail until this is fixed", "err", err)
+		}
+		return
 	}
 	if r.Status == store.StatusDelivered {
 		if !hook.failingSince.IsZero() {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -76,7 +77,9 @@ func (d *Dispatcher) settle(res store.Result, c store.Claimed, out outcome) stor
 	case out.permanent:
 		res.Status = store.StatusDead
 	default:
-		next, ok := d.nextRetry(attempts, res.AttemptedAt, out.retryAfter)
+		// Delays count from the end of the attempt, so a timeout or a slow
+		// 429 does not eat into the wait.
+		next, ok := d.nextRetry(attempts, res.AttemptedAt.Add(res.Duration), out.retryAfter)
 		res.Status, res.NextAttempt = store.StatusPending, next
 		if !ok {
 			res.Status = store.StatusDead
@@ -105,7 +108,7 @@ func (d *Dispatcher) post(ctx context.Context, hook *hook, c store.Claimed, now 
 
 	resp, err := d.client.Do(req)
 	if err != nil {
-		return outcome{err: err, permanent: errors.Is(err, ErrForbiddenAddress)}
+		return outcome{err: redactURL(err), permanent: errors.Is(err, ErrForbiddenAddress)}
 	}
 	defer resp.Body.Close()
 	return classify(resp)
@@ -152,4 +155,22 @@ func validUTF8(b []byte) string {
 		return string(b)
 	}
 	return string(bytes.ToValidUTF8(b, []byte("\uFFFD")))
+}
+
+// redactURL removes the query and user info from the URL that net/http
+// puts into its errors, because endpoints sometimes carry a token there and
+// attempt errors are stored and logged.
+func redactURL(err error) error {
+	var urlErr *url.Error
+	if !errors.As(err, &urlErr) {
+		return err
+	}
+	u, parseErr := url.Parse(urlErr.URL)
+	if parseErr != nil {
+		urlErr.URL = "(endpoint URL)"
+		return err
+	}
+	u.User, u.RawQuery, u.Fragment = nil, "", ""
+	urlErr.URL = u.String()
+	return err
 }

@@ -76,8 +76,16 @@ func verifyAt(secret string, headers http.Header, body []byte, tolerance time.Du
 	if err != nil {
 		return err
 	}
-	if err := checkHeaderSignature(parsed.key, id, timestamp, body, signatures); err != nil {
+	entry, err := checkHeaderSignature(parsed.key, id, timestamp, body, signatures)
+	if err != nil {
 		return err
+	}
+	if entry > 0 {
+		// The secret matched a later entry: it is the previous secret during
+		// a rotation's grace period. The body member is signed with the new
+		// secret only, and the header entry already covers every byte of the
+		// body, so the member is not checked.
+		return nil
 	}
 	return checkBodySignature(parsed.key, body)
 }
@@ -153,8 +161,9 @@ func truncate(s string, n int) string {
 }
 
 // checkHeaderSignature checks that at least one v1 entry of the
-// webhook-signature header is the HMAC of "id.timestamp.body".
-func checkHeaderSignature(key []byte, id string, timestamp int64, body []byte, header string) error {
+// webhook-signature header is the HMAC of "id.timestamp.body", and returns
+// the position of the first matching v1 entry.
+func checkHeaderSignature(key []byte, id string, timestamp int64, body []byte, header string) (int, error) {
 	want := headerMAC(key, id, timestamp, body)
 	checked := 0
 	for _, entry := range strings.Fields(header) {
@@ -165,13 +174,13 @@ func checkHeaderSignature(key []byte, id string, timestamp int64, body []byte, h
 		checked++
 		got, err := base64.StdEncoding.DecodeString(encoded)
 		if err == nil && hmac.Equal(got, want) {
-			return nil
+			return checked - 1, nil
 		}
 	}
 	if checked == 0 {
-		return fmt.Errorf("%w: %s has no %s entry", ErrSignature, headerSignature, signatureVersion)
+		return 0, fmt.Errorf("%w: %s has no %s entry", ErrSignature, headerSignature, signatureVersion)
 	}
-	return fmt.Errorf("%w: none of the %d %s entries in %s matches the body; "+
+	return 0, fmt.Errorf("%w: none of the %d %s entries in %s matches the body; "+
 		"check the secret, and verify the body exactly as received, before any parsing",
 		ErrSignature, checked, signatureVersion, headerSignature)
 }
