@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -151,9 +152,22 @@ func (a *api) checkURL(ctx context.Context, raw string) error {
 		return invalid(fmt.Sprintf("url is %d bytes, more than the maximum of %d", len(raw), maxURLLen))
 	}
 	if err := a.hooks.guard.CheckURL(ctx, raw); err != nil {
-		return invalid(fmt.Sprintf("url %s is rejected: %v", quote(raw), err))
+		return invalid(fmt.Sprintf("url %s is rejected: %v", quote(withoutPassword(raw)), err))
 	}
 	return nil
+}
+
+// withoutPassword replaces the password of a URL with "xxxxx", so an error
+// message never repeats a credential.
+func withoutPassword(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
 }
 
 // checkEvents checks event patterns against the catalog and returns them
