@@ -19,6 +19,7 @@ import (
 	"github.com/civicbase/civicbase/config"
 	"github.com/civicbase/civicbase/delivery"
 	"github.com/civicbase/civicbase/httpapi"
+	"github.com/civicbase/civicbase/hub"
 	"github.com/civicbase/civicbase/sql"
 	"github.com/civicbase/civicbase/store"
 )
@@ -105,7 +106,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, onListening
 		Ready: readiness(pool, reader), Webhooks: st, Cipher: cipher, Guard: delivery.Guard{AllowPrivate: cfg.Dev},
 		Catalog: catalog(cfg, pool), RotationGrace: cfg.Webhooks.RotationGrace,
 	})
-	srv := httpapi.NewServer(cfg.Addr, app, nil)
+	realtime := hub.New(hub.Config{AdminToken: cfg.AdminToken, JWTSecret: cfg.JWTSecret, Catalog: catalog(cfg, pool)},
+		st, pool, log)
+	defer realtime.Close() // Run closes it too; Close is safe twice
+	srv := httpapi.NewServer(cfg.Addr, app, realtime)
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listening on CIVICBASE_ADDR %s: %w", cfg.Addr, err)
@@ -115,6 +119,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, onListening
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return reader.Run(gctx) })
 	g.Go(func() error { return dispatcher.Run(gctx) })
+	g.Go(func() error { return realtime.Run(gctx) })
 	g.Go(func() error { return servehttp(gctx, srv, ln) })
 	g.Go(func() error { return prune(gctx, st, cfg.Retention, log) })
 	if onListening != nil {

@@ -130,6 +130,12 @@ func (r *Reader) runSession(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Configured tables are looked up by OID before streaming starts, so a
+	// rename right after start-up still finds its configuration.
+	s := newSession(r, conn, checkpoint)
+	if err := s.rels.resolve(ctx); err != nil {
+		return err
+	}
 	err = pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
 		Mode:       pglogrepl.LogicalReplication,
 		PluginArgs: []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", r.cfg.Publication)},
@@ -139,11 +145,6 @@ func (r *Reader) runSession(ctx context.Context) error {
 	}
 	r.setStatus(true, nil)
 	r.log.InfoContext(ctx, "replication started", "slot", r.cfg.Slot, "publication", r.cfg.Publication, "lsn", checkpoint)
-
-	s := newSession(r, conn, checkpoint)
-	if err := s.rels.resolve(ctx); err != nil {
-		return err
-	}
 	return s.stream(ctx)
 }
 

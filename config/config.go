@@ -40,6 +40,9 @@ type Config struct {
 	AdminToken Secret `yaml:"-"`
 	// Dev allows loopback and private webhook URLs (CIVICBASE_DEV=true).
 	Dev bool `yaml:"-"`
+	// JWTSecret verifies HS256 JWTs that WebSocket clients authenticate with
+	// (CIVICBASE_JWT_SECRET). Empty means only the admin token is accepted.
+	JWTSecret Secret `yaml:"-"`
 	// EncryptionKey, when set, encrypts webhook secrets at rest with
 	// AES-256-GCM (CIVICBASE_ENCRYPTION_KEY, 32 bytes in base64).
 	EncryptionKey Secret `yaml:"-"`
@@ -151,6 +154,7 @@ func Load(getenv func(string) string) (Config, error) {
 	c.Addr = getenv("CIVICBASE_ADDR")
 	c.AdminToken = Secret(getenv("CIVICBASE_ADMIN_TOKEN"))
 	c.EncryptionKey = Secret(getenv("CIVICBASE_ENCRYPTION_KEY"))
+	c.JWTSecret = Secret(getenv("CIVICBASE_JWT_SECRET"))
 	if v := getenv("CIVICBASE_DEV"); v != "" {
 		dev, err := strconv.ParseBool(v)
 		if err != nil {

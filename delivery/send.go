@@ -72,8 +72,10 @@ func (d *Dispatcher) settle(res store.Result, c store.Claimed, out outcome) stor
 	case out.err == nil:
 		res.Status = store.StatusDelivered
 	case out.gone:
-		// The endpoint is disabled; the delivery waits for it to be enabled.
-		res.Status, res.NextAttempt = store.StatusPending, res.AttemptedAt
+		// The endpoint is disabled once this result is recorded, and the
+		// delivery waits for it to be enabled. The first retry delay keeps
+		// it from being claimed again before the endpoint is disabled.
+		res.Status, res.NextAttempt = store.StatusPending, res.AttemptedAt.Add(res.Duration+d.cfg.Schedule[0])
 	case out.permanent:
 		res.Status = store.StatusDead
 	default:

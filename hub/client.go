@@ -1,0 +1,228 @@
+package hub
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/olahol/melody"
+
+	"github.com/civicbase/civicbase/canon"
+)
+
+// Close codes sent to clients.
+const (
+	closeInvalidToken     = 4001
+	closeTooSlow          = 4008
+	closeRestarting       = 4009
+	closeTooManySubs      = 4010
+	closeNotAuthenticated = 4011
+	closeInternalError    = 1011
+)
+
+// replayStallTimeout is how long a replay waits for a client to read before
+// it closes the session with 4008.
+const replayStallTimeout = 10 * time.Second
+
+// client is the hub's state of one WebSocket session.
+type client struct {
+	id         int64
+	log        *slog.Logger
+	sendBuffer int
+	slowClosed *atomic.Int64
+	sentSignal chan struct{} // signalled after melody writes a message
+	done       chan struct{} // closed when the session is gone or going
+
+	mu        sync.Mutex
+	session   *melody.Session
+	authTimer *time.Timer
+	grant     *grant // nil until authenticated
+	subs      map[string]*subscription
+	// closing is set once a close frame is queued; nothing is queued after it.
+	closing      bool
+	pendingClose []byte // close frame queued before the session was attached
+	stopped      bool
+	stopReplay   context.CancelFunc // cancels the running replay's queries
+	// outstanding counts text messages queued to melody and not yet written.
+	outstanding int
+	// replaying is set while a subscription replays from the store. Fan-out
+	// skips the session meanwhile, because the replay reads every event for
+	// all its subscriptions until it reaches the hub's cursor.
+	replaying bool
+	// servedUpTo is the id up to which every event was queued or skipped, so
+	// fan-out skips ids at or below it.
+	servedUpTo string
+	// resumeID is an id from which a subscribe with since, for every current
+	// subscription, loses nothing: the last event queued, or the start of a
+	// subscription when nothing was queued since. It goes in the 4008 reason.
+	resumeID string
+}
+
+func newClient(id int64, log *slog.Logger, sendBuffer int, slowClosed *atomic.Int64) *client {
+	return &client{
+		id: id, log: log, sendBuffer: sendBuffer, slowClosed: slowClosed,
+		sentSignal: make(chan struct{}, 1),
+		done:       make(chan struct{}),
+		subs:       make(map[string]*subscription),
+	}
+}
+
+// attach binds the melody session and starts the authentication timer.
+func (c *client) attach(s *melody.Session, authTimeout time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.session = s
+	if c.pendingClose != nil {
+		_ = s.CloseWithMsg(c.pendingClose)
+		return
+	}
+	c.authTimer = time.AfterFunc(authTimeout, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.grant == nil {
+			c.closeLocked(closeNotAuthenticated, "not authenticated in time")
+		}
+	})
+}
+
+// sent runs after melody wrote a text message to the connection.
+func (c *client) sent() {
+	c.mu.Lock()
+	c.outstanding--
+	c.mu.Unlock()
+	select {
+	case c.sentSignal <- struct{}{}:
+	default:
+	}
+}
+
+// cancel stops a running replay; the session is gone or going.
+func (c *client) cancel() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cancelLocked()
+}
+
+func (c *client) cancelLocked() {
+	if !c.stopped {
+		close(c.done)
+	}
+	c.stopped = true
+	if c.stopReplay != nil {
+		c.stopReplay()
+	}
+}
+
+// stop releases the session's timer and replay when its handler returns.
+func (c *client) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cancelLocked()
+	if c.authTimer != nil {
+		c.authTimer.Stop()
+	}
+}
+
+func (c *client) close(code int, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closeLocked(code, reason)
+}
+
+// closeLocked queues a close frame after the messages already queued, so the
+// client receives those first.
+func (c *client) closeLocked(code int, reason string) {
+	if c.closing {
+		return
+	}
+	c.closing = true
+	c.cancelLocked()
+	msg := melody.FormatCloseMessage(code, reason)
+	if c.session == nil {
+		c.pendingClose = msg
+		return
+	}
+	_ = c.session.CloseWithMsg(msg)
+}
+
+// enqueueLocked queues msg, or closes the session with 4008 when
+// SendBuffer messages are already waiting. id is the event's id, or empty
+// for a reply.
+func (c *client) enqueueLocked(msg []byte, id string) bool {
+	if c.closing || c.session == nil {
+		return false
+	}
+	if c.outstanding >= c.sendBuffer {
+		c.closeSlowLocked()
+		return false
+	}
+	if err := c.session.Write(msg); err != nil {
+		return false
+	}
+	c.outstanding++
+	if id != "" {
+		c.resumeID = id
+	}
+	return true
+}
+
+func (c *client) closeSlowLocked() {
+	if c.closing {
+		return
+	}
+	c.slowClosed.Add(1)
+	c.log.Warn("closing a session that reads too slowly", "conn_id", c.id, "last_id", c.resumeID, "queued", c.outstanding)
+	c.closeLocked(closeTooSlow, slowReason(c.resumeID))
+}
+
+// slowReason is the 4008 close reason, {"lastId":"<id>"}. Resubscribing
+// with since set to that id loses nothing. Event ids are 30 bytes, well
+// within the 123-byte limit of a close reason.
+func slowReason(resumeID string) string {
+	b := append([]byte(`{"lastId":`), canon.AppendString(nil, resumeID)...)
+	return string(append(b, '}'))
+}
+
+func (c *client) send(msg []byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.enqueueLocked(msg, "")
+}
+
+func (c *client) sendError(code, message, subID string) {
+	c.send(errorMessage(code, message, subID))
+}
+
+// sendPaced queues an event message of a replay, waiting while SendBuffer
+// messages are outstanding. A client that reads nothing for
+// replayStallTimeout is closed with 4008.
+func (c *client) sendPaced(msg []byte, id string) bool {
+	timer := time.NewTimer(replayStallTimeout)
+	defer timer.Stop()
+	for {
+		c.mu.Lock()
+		if c.closing || c.stopped {
+			c.mu.Unlock()
+			return false
+		}
+		if c.outstanding < c.sendBuffer {
+			ok := c.enqueueLocked(msg, id)
+			c.mu.Unlock()
+			return ok
+		}
+		c.mu.Unlock()
+
+		select {
+		case <-c.sentSignal:
+		case <-c.done:
+			return false
+		case <-timer.C:
+			c.mu.Lock()
+			c.closeSlowLocked()
+			c.mu.Unlock()
+			return false
+		}
+	}
+}

@@ -1,0 +1,226 @@
+// Package hub serves the realtime WebSocket endpoint: it authenticates
+// sessions, indexes their subscriptions by model, follows the event store and
+// fans each stored event out to the subscribed sessions, and replays from the
+// store when a subscription resumes with since.
+//
+// Close codes: 4001 invalid or expired token, 4008 too slow (the reason is
+// {"lastId":"<id>"}), 4009 server restarting, 4010 too many subscriptions,
+// 4011 not authenticated in time or a message other than authenticate or ping
+// before authenticating, 1011 a failed read of the event store during a
+// replay. gorilla/websocket closes a session that sends a frame over
+// Config.MaxMessageSize with 1009.
+package hub
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/olahol/melody"
+
+	"github.com/civicbase/civicbase/config"
+	"github.com/civicbase/civicbase/store"
+)
+
+// Config sets authentication, limits and the follower's polling of the hub.
+type Config struct {
+	// AdminToken is accepted as a token that may see every model. Empty
+	// disables admin authentication.
+	AdminToken config.Secret
+	// JWTSecret is the HS256 key of accepted JWTs. Empty rejects every JWT.
+	JWTSecret config.Secret
+	// Catalog returns the model names and semantic event names that a
+	// subscription may name. It is called on every subscribe. Nil accepts
+	// every model name and every event name.
+	Catalog func(ctx context.Context) (models, semantic []string, err error)
+	// SendBuffer is the max number of messages queued for one session and not
+	// yet written to its connection. A session that would pass it is closed
+	// with 4008 instead of losing messages. Default 256.
+	SendBuffer int
+	// MaxSubscriptions is the max number of subscriptions of one session. A
+	// subscribe past it gets an error and close code 4010. Default 20.
+	MaxSubscriptions int
+	// MaxMessageSize is the max size in bytes of a frame from a client.
+	// Default 64 KiB; melody's own default of 512 bytes is too small for a
+	// subscribe naming a few models.
+	MaxMessageSize int64
+	// AuthTimeout is how long a session may stay unauthenticated before it
+	// is closed with 4011. Default 10s.
+	AuthTimeout time.Duration
+	// PollInterval is how often the follower reads the event store when no
+	// notification arrives, a fallback for lost LISTEN connections.
+	// Default 1s.
+	PollInterval time.Duration
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	c.SendBuffer = cmp.Or(c.SendBuffer, 256)
+	c.MaxSubscriptions = cmp.Or(c.MaxSubscriptions, 20)
+	c.MaxMessageSize = cmp.Or(c.MaxMessageSize, 64<<10)
+	c.AuthTimeout = cmp.Or(c.AuthTimeout, 10*time.Second)
+	c.PollInterval = cmp.Or(c.PollInterval, time.Second)
+	return c
+}
+
+// melodyHeadroom is how many messages melody's per-session buffer holds
+// beyond SendBuffer. The hub never queues more than SendBuffer text messages,
+// so the room left is for close frames, and melody never drops a message.
+const melodyHeadroom = 8
+
+const clientKey = "civicbase.client"
+
+// Hub is the realtime WebSocket endpoint. Serve it with ServeHTTP and start
+// its follower with Run; Run closes every session when its context ends.
+type Hub struct {
+	cfg    Config
+	store  *store.Store
+	pool   *pgxpool.Pool
+	log    *slog.Logger
+	melody *melody.Melody
+
+	// mu guards cursor, index and every subscription change. Fan-out holds
+	// it while it sends a page of events and moves the cursor. So a
+	// subscription joins the live stream at one exact cursor position, and
+	// fan-out sends every event after it.
+	mu     sync.Mutex
+	cursor string                     // id of the newest event fanned out
+	index  map[string]map[*client]int // model → sessions → their subscriptions naming it
+	ready  chan struct{}              // closed once the cursor is loaded
+
+	sessionsMu sync.Mutex
+	closed     bool
+	clients    map[*client]struct{}
+	handlers   sync.WaitGroup // one per ServeHTTP call that passed the closed check
+	closeOnce  sync.Once
+	nextConnID atomic.Int64
+
+	slowClosed atomic.Int64
+}
+
+// New returns a Hub reading events from st. pool serves the LISTEN
+// connection and the follower's start position. Run or Close must be called
+// to release melody's goroutine.
+func New(cfg Config, st *store.Store, pool *pgxpool.Pool, log *slog.Logger) *Hub {
+	cfg = cfg.WithDefaults()
+	h := &Hub{
+		cfg: cfg, store: st, pool: pool, log: log.With("component", "hub"),
+		index:   make(map[string]map[*client]int),
+		ready:   make(chan struct{}),
+		clients: make(map[*client]struct{}),
+	}
+	m := melody.New()
+	m.Config.MaxMessageSize = cfg.MaxMessageSize
+	m.Config.MessageBufferSize = cfg.SendBuffer + melodyHeadroom
+	// Protocol pings keep melody's defaults: a ping every 54s, and a session
+	// that sends no pong within 60s is closed.
+	// TODO: check the Origin header against configured allowed origins;
+	// every origin is accepted for now.
+	m.Upgrader.CheckOrigin = func(*http.Request) bool { return true }
+	m.HandleConnect(h.onConnect)
+	m.HandleMessage(h.onMessage)
+	m.HandleMessageBinary(h.onBinaryMessage)
+	m.HandleSentMessage(h.onSent)
+	m.HandleError(h.onError)
+	h.melody = m
+	return h
+}
+
+// ServeHTTP upgrades the request to a WebSocket session and serves it until
+// it closes. After Close it responds with 503.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c, ok := h.addClient()
+	if !ok {
+		http.Error(w, "server restarting, reconnect with jitter", http.StatusServiceUnavailable)
+		return
+	}
+	defer h.removeClient(c)
+
+	err := h.melody.HandleRequestWithKeys(w, r, map[string]any{clientKey: c})
+	if err != nil {
+		h.log.DebugContext(r.Context(), "upgrading to websocket failed", "conn_id", c.id, "err", err)
+	}
+}
+
+// SlowClosed returns how many sessions were closed with 4008 because they
+// did not read their messages fast enough.
+func (h *Hub) SlowClosed() int64 { return h.slowClosed.Load() }
+
+// Close closes every session with 4009, waits until their handlers have
+// returned and stops melody. Later calls do nothing.
+func (h *Hub) Close() {
+	h.closeOnce.Do(func() {
+		h.sessionsMu.Lock()
+		h.closed = true
+		clients := make([]*client, 0, len(h.clients))
+		for c := range h.clients {
+			clients = append(clients, c)
+		}
+		h.sessionsMu.Unlock()
+
+		for _, c := range clients {
+			c.close(closeRestarting, "server restarting, reconnect with jitter")
+		}
+		// Each handler returns within melody's write timeout (10s), because
+		// the close frame ends its connection and close cancels replays.
+		h.handlers.Wait()
+		if err := h.melody.Close(); err != nil {
+			h.log.Warn("closing melody failed", "err", err)
+		}
+		h.log.Info("hub closed", "sessions", len(clients))
+	})
+}
+
+func (h *Hub) addClient() (*client, bool) {
+	h.sessionsMu.Lock()
+	defer h.sessionsMu.Unlock()
+	if h.closed {
+		return nil, false
+	}
+	c := newClient(h.nextConnID.Add(1), h.log, h.cfg.SendBuffer, &h.slowClosed)
+	h.clients[c] = struct{}{}
+	h.handlers.Add(1)
+	return c, true
+}
+
+// removeClient runs when the session's handler returns: the connection is
+// closed by then.
+func (h *Hub) removeClient(c *client) {
+	h.mu.Lock()
+	for _, sub := range c.takeSubscriptions() {
+		h.unindexLocked(c, sub)
+	}
+	h.mu.Unlock()
+
+	c.stop()
+	h.sessionsMu.Lock()
+	delete(h.clients, c)
+	h.sessionsMu.Unlock()
+	h.handlers.Done()
+}
+
+func clientOf(s *melody.Session) *client {
+	c, _ := s.MustGet(clientKey).(*client)
+	return c
+}
+
+func (h *Hub) onConnect(s *melody.Session) {
+	c := clientOf(s)
+	c.attach(s, h.cfg.AuthTimeout)
+	h.log.Debug("session connected", "conn_id", c.id)
+}
+
+func (h *Hub) onSent(s *melody.Session, _ []byte) { clientOf(s).sent() }
+
+// onError runs on read and write errors. A write error means the connection
+// is gone, so the session's context ends and a running replay stops.
+func (h *Hub) onError(s *melody.Session, err error) {
+	c := clientOf(s)
+	c.cancel()
+	h.log.Debug("session ended", "conn_id", c.id, "err", err)
+}
