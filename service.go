@@ -106,8 +106,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, onListening
 		Ready: readiness(pool, reader), Webhooks: st, Cipher: cipher, Guard: delivery.Guard{AllowPrivate: cfg.Dev},
 		Catalog: catalog(cfg, pool), RotationGrace: cfg.Webhooks.RotationGrace,
 	})
-	realtime := hub.New(hub.Config{AdminToken: cfg.AdminToken, JWTSecret: cfg.JWTSecret, Catalog: catalog(cfg, pool)},
-		st, pool, log)
+	realtime := hub.New(hub.Config{
+		AdminToken: cfg.AdminToken, JWTSecret: cfg.JWTSecret, Catalog: catalog(cfg, pool),
+		AllowedOrigins: cfg.AllowedOrigins,
+	}, st, pool, log)
 	defer realtime.Close() // Run closes it too; Close is safe twice
 	srv := httpapi.NewServer(cfg.Addr, app, realtime)
 	ln, err := net.Listen("tcp", cfg.Addr)

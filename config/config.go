@@ -46,6 +46,11 @@ type Config struct {
 	// EncryptionKey, when set, encrypts webhook secrets at rest with
 	// AES-256-GCM (CIVICBASE_ENCRYPTION_KEY, 32 bytes in base64).
 	EncryptionKey Secret `yaml:"-"`
+	// AllowedOrigins lists the browser origins whose pages may open a
+	// realtime WebSocket session, such as https://app.example.com, or "*"
+	// for any (CIVICBASE_ALLOWED_ORIGINS, comma-separated). Requests without
+	// an Origin header and same-host origins are always allowed.
+	AllowedOrigins []string `yaml:"-"`
 
 	// Publication is the publication's name. Default "civicbase".
 	Publication string `yaml:"publication"`
@@ -155,6 +160,11 @@ func Load(getenv func(string) string) (Config, error) {
 	c.AdminToken = Secret(getenv("CIVICBASE_ADMIN_TOKEN"))
 	c.EncryptionKey = Secret(getenv("CIVICBASE_ENCRYPTION_KEY"))
 	c.JWTSecret = Secret(getenv("CIVICBASE_JWT_SECRET"))
+	origins, err := parseOrigins(getenv("CIVICBASE_ALLOWED_ORIGINS"))
+	if err != nil {
+		return c, err
+	}
+	c.AllowedOrigins = origins
 	if v := getenv("CIVICBASE_DEV"); v != "" {
 		dev, err := strconv.ParseBool(v)
 		if err != nil {
@@ -164,6 +174,24 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	c = c.WithDefaults()
 	return c, c.Validate()
+}
+
+// parseOrigins splits CIVICBASE_ALLOWED_ORIGINS. Each entry is "*" or an
+// origin as browsers send it: scheme://host[:port], with no path.
+func parseOrigins(list string) ([]string, error) {
+	var origins []string
+	for entry := range strings.SplitSeq(list, ",") {
+		origin := strings.TrimSpace(entry)
+		if origin == "" {
+			continue
+		}
+		u, err := url.Parse(origin)
+		if origin != "*" && (err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil) {
+			return nil, fmt.Errorf("CIVICBASE_ALLOWED_ORIGINS entry %q is not an origin; use * or scheme://host[:port], e.g. https://app.example.com", origin)
+		}
+		origins = append(origins, origin)
+	}
+	return origins, nil
 }
 
 // Parse decodes YAML, rejecting unknown fields, and validates the file's

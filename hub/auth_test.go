@@ -40,6 +40,9 @@ func TestAuthenticate(t *testing.T) {
 		{"WrongKey", signHS256(t, "another-secret-0123456789", jwt.MapClaims{"exp": future}), false},
 		{"OtherAlgorithm", hs512, false},
 		{"ModelsNotAList", signHS256(t, jwtSecret, jwt.MapClaims{"models": "UserProfile"}), false},
+		{"FilterNotAnObject", signHS256(t, jwtSecret, jwt.MapClaims{"filter": "owner_id=1"}), false},
+		{"FilterValueNotScalar", signHS256(t, jwtSecret, jwt.MapClaims{"filter": map[string]any{"UserProfile": map[string]any{"owner_id": []int{1}}}}), false},
+		{"FilterValueNull", signHS256(t, jwtSecret, jwt.MapClaims{"filter": map[string]any{"UserProfile": map[string]any{"owner_id": nil}}}), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -14,7 +14,7 @@ import (
 
 // Close codes sent to clients.
 const (
-	closeInvalidToken     = 4001
+	closeInvalidToken     = 4001 // also when the token expires
 	closeTooSlow          = 4008
 	closeRestarting       = 4009
 	closeTooManySubs      = 4010
@@ -39,7 +39,12 @@ type client struct {
 	session   *melody.Session
 	authTimer *time.Timer
 	grant     *grant // nil until authenticated
-	subs      map[string]*subscription
+	// expiryTimer closes the session when its token expires. grantVersion
+	// counts grant changes, so a timer that fires after a refresh does
+	// nothing.
+	expiryTimer  *time.Timer
+	grantVersion uint64
+	subs         map[string]*subscription
 	// closing is set once a close frame is queued; nothing is queued after it.
 	closing      bool
 	pendingClose []byte // close frame queued before the session was attached
@@ -115,13 +120,16 @@ func (c *client) cancelLocked() {
 	}
 }
 
-// stop releases the session's timer and replay when its handler returns.
+// stop releases the session's timers and replay when its handler returns.
 func (c *client) stop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.cancelLocked()
 	if c.authTimer != nil {
 		c.authTimer.Stop()
+	}
+	if c.expiryTimer != nil {
+		c.expiryTimer.Stop()
 	}
 }
 

@@ -122,8 +122,9 @@ func (h *Hub) fanOut(events []store.Event, msgs [][]byte) {
 	for i := range events {
 		e := &events[i]
 		if msgs[i] != nil {
+			row := newEventRow(e)
 			for c := range h.index[e.Model] {
-				c.deliverLive(e, msgs[i])
+				c.deliverLive(e, row, msgs[i])
 			}
 		}
 		h.cursor = e.ID
@@ -132,15 +133,18 @@ func (h *Hub) fanOut(events []store.Event, msgs [][]byte) {
 
 // deliverLive queues a live event once, however many of the session's
 // subscriptions match it.
-func (c *client) deliverLive(e *store.Event, msg []byte) {
+func (c *client) deliverLive(e *store.Event, row *eventRow, msg []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.replaying || e.ID <= c.servedUpTo {
 		return
 	}
 	c.servedUpTo = e.ID
+	if !c.grant.permits(e, row) {
+		return
+	}
 	for _, s := range c.subs {
-		if s.matches(e) {
+		if s.matches(e, row) {
 			c.enqueueLocked(msg, e.ID)
 			return
 		}

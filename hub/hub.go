@@ -9,6 +9,21 @@
 // before authenticating, 1011 a failed read of the event store during a
 // replay. gorilla/websocket closes a session that sends a frame over
 // Config.MaxMessageSize with 1009.
+//
+// A JWT's filter claim and a subscription's filter pin columns per model.
+// An event matches when every pinned column has the pinned value in the
+// event's changes, or, when changes lacks the column, in its old. A pinned
+// column that the event carries in neither fails the match, so a filtered
+// session may miss a row that is its own but never gets one it cannot prove
+// is its own. Under REPLICA IDENTITY FULL an update carries only the changed
+// columns, so an update that leaves a pinned column unchanged does not reach
+// filtered sessions. An update that changes a pinned column reaches only the
+// sessions pinned to its new value.
+//
+// refresh replaces a session's token without reconnecting. Subscriptions
+// that the new token does not allow are removed, each with an error, before
+// the refreshed reply. A session whose token's exp passes is closed with
+// 4001.
 package hub
 
 import (
@@ -16,6 +31,8 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +73,13 @@ type Config struct {
 	// notification arrives, a fallback for lost LISTEN connections.
 	// Default 1s.
 	PollInterval time.Duration
+	// AllowedOrigins lists the browser origins, such as
+	// https://app.example.com, whose pages may open a session; "*" allows
+	// every origin. Requests without an Origin header come from clients
+	// other than browsers, because browsers send one with every WebSocket
+	// handshake. They are always allowed, as are origins whose host equals
+	// the request's Host. Other origins get 403. Empty allows no others.
+	AllowedOrigins []string
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -119,9 +143,7 @@ func New(cfg Config, st *store.Store, pool *pgxpool.Pool, log *slog.Logger) *Hub
 	m.Config.MessageBufferSize = cfg.SendBuffer + melodyHeadroom
 	// Protocol pings keep melody's defaults: a ping every 54s, and a session
 	// that sends no pong within 60s is closed.
-	// TODO: check the Origin header against configured allowed origins;
-	// every origin is accepted for now.
-	m.Upgrader.CheckOrigin = func(*http.Request) bool { return true }
+	m.Upgrader.CheckOrigin = h.checkOrigin
 	m.HandleConnect(h.onConnect)
 	m.HandleMessage(h.onMessage)
 	m.HandleMessageBinary(h.onBinaryMessage)
@@ -145,6 +167,26 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.log.DebugContext(r.Context(), "upgrading to websocket failed", "conn_id", c.id, "err", err)
 	}
+}
+
+// checkOrigin applies Config.AllowedOrigins, so only listed and same-host pages
+// can open a session from a browser. Tokens travel in-band, not in
+// cookies, so the check limits where a token may be used from.
+func (h *Hub) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	for _, allowed := range h.cfg.AllowedOrigins {
+		if allowed == "*" || strings.EqualFold(allowed, origin) {
+			return true
+		}
+	}
+	if u, err := url.Parse(origin); err == nil && strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	h.log.DebugContext(r.Context(), "rejecting a websocket request from an origin that is not allowed", "origin", origin)
+	return false
 }
 
 // SlowClosed returns how many sessions were closed with 4008 because they

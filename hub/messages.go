@@ -33,8 +33,10 @@ func (h *Hub) onMessage(s *melody.Session, data []byte) {
 		h.subscribe(c, g, msg)
 	case msg.Type == "unsubscribe":
 		h.unsubscribe(c, msg)
+	case msg.Type == "refresh":
+		h.refresh(c, msg)
 	default:
-		c.sendError(codeUnknownType, fmt.Sprintf("unknown message type %q; expected authenticate, subscribe, unsubscribe or ping", msg.Type), "")
+		c.sendError(codeUnknownType, fmt.Sprintf("unknown message type %q; expected authenticate, refresh, subscribe, unsubscribe or ping", msg.Type), "")
 	}
 }
 

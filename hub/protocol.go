@@ -18,6 +18,9 @@ type clientMessage struct {
 	Models []string `json:"models"`
 	Events []string `json:"events"`
 	Since  string   `json:"since"`
+	// Filter pins columns per model of a subscription: model → column →
+	// value.
+	Filter map[string]map[string]json.RawMessage `json:"filter"`
 }
 
 // Error codes of {"type":"error"} messages.
@@ -36,11 +39,16 @@ const (
 	codeForbiddenModel        = "forbidden_model"
 	codeInvalidSince          = "invalid_since"
 	codeUnavailable           = "unavailable"
+	codeInvalidFilter         = "invalid_filter"
+	codeForbiddenFilter       = "forbidden_filter"
+	codeSubscriptionRevoked   = "subscription_revoked"
+	codeTokenExpired          = "token_expired"
 )
 
 var (
 	msgAuthenticated = []byte(`{"type":"authenticated"}`)
 	msgPong          = []byte(`{"type":"pong"}`)
+	msgRefreshed     = []byte(`{"type":"refreshed"}`)
 )
 
 func jsonString(s string) []byte { return canon.AppendString(nil, s) }
@@ -70,13 +78,17 @@ func errorMessage(code, message, subID string) []byte {
 }
 
 // subscribedMessage builds the subscribe reply. liveFrom is null when no
-// event was stored before the subscription went live.
+// event was stored before the subscription went live. filter, the
+// subscription's own, is present only when the subscribe set one.
 func subscribedMessage(sub *subscription, liveFrom string) []byte {
 	var o canon.Object
 	o.Add("type", jsonString("subscribed"))
 	o.Add("id", jsonString(sub.id))
 	o.Add("models", jsonStrings(sub.modelNames))
 	o.Add("events", jsonStrings(sub.eventNames))
+	if len(sub.filters) > 0 {
+		o.Add("filter", sub.filters.appendJSON(nil))
+	}
 	if liveFrom == "" {
 		o.Add("liveFrom", []byte("null"))
 	} else {

@@ -80,7 +80,7 @@ func (h *Hub) beginReplay(c *client, sub *subscription, since string, cancel con
 // replayEvent queues e when the session wants it, and reports false when the
 // session is closing.
 func (h *Hub) replayEvent(c *client, sub *subscription, served string, e *store.Event) bool {
-	if !c.wantsReplayed(e, sub, served) {
+	if !c.wantsReplayed(e, newEventRow(e), sub, served) {
 		return true
 	}
 	msg, err := eventMessage(*e)
@@ -94,23 +94,32 @@ func (h *Hub) replayEvent(c *client, sub *subscription, served string, e *store.
 // wantsReplayed reports whether the replay of sub sends e. Up to served,
 // the other subscriptions have sent their events already, so only events
 // that sub alone matches are sent. After served, every subscription's
-// events are sent, because the session is out of the live stream.
-func (c *client) wantsReplayed(e *store.Event, sub *subscription, served string) bool {
+// events are sent, because the session is out of the live stream. The
+// session's filter claim applies to both.
+//
+// NOTE: the check up to served uses the current token. After a refresh
+// that widened the filter claim, an event the old token's filter held back
+// counts as sent when another subscription matches it now, so the replay
+// skips it.
+func (c *client) wantsReplayed(e *store.Event, row *eventRow, sub *subscription, served string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.grant.permits(e, row) {
+		return false
+	}
 	if e.ID > served {
 		for _, s := range c.subs {
-			if s.matches(e) {
+			if s.matches(e, row) {
 				return true
 			}
 		}
 		return false
 	}
-	if !sub.matches(e) {
+	if !sub.matches(e, row) {
 		return false
 	}
 	for _, s := range c.subs {
-		if s != sub && s.matches(e) {
+		if s != sub && s.matches(e, row) {
 			return false
 		}
 	}

@@ -2,8 +2,11 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/civicbase/civicbase/store"
@@ -21,10 +24,17 @@ type subscription struct {
 	// from is the id after which events are delivered: since, or the
 	// position at which the subscription went live.
 	from string
+	// filters pins columns of the rows this subscription sends, per model.
+	// The session's filter claim applies on top of it.
+	filters modelFilters
 }
 
-func (s *subscription) matches(e *store.Event) bool {
-	return e.ID > s.from && s.models[e.Model] && (len(s.events) == 0 || s.events[e.Event])
+func (s *subscription) matches(e *store.Event, row *eventRow) bool {
+	if e.ID <= s.from || !s.models[e.Model] || (len(s.events) > 0 && !s.events[e.Event]) {
+		return false
+	}
+	f := s.filters[e.Model]
+	return f == nil || f.matches(row)
 }
 
 // eventAlias is an accepted name of a generic event.
@@ -76,6 +86,9 @@ func (h *Hub) parseSubscription(g *grant, msg clientMessage) (*subscription, *su
 	if subErr := sub.addEvents(msg.Events, semantic); subErr != nil {
 		return nil, subErr
 	}
+	if subErr := sub.addFilters(msg.Filter, g); subErr != nil {
+		return nil, subErr
+	}
 	return sub, nil
 }
 
@@ -120,6 +133,53 @@ func (s *subscription) addModels(names []string, known map[string]bool, g *grant
 	}
 	if len(forbidden) > 0 {
 		return &subscriptionError{codeForbiddenModel, "token may not see models: " + quoteList(forbidden)}
+	}
+	return nil
+}
+
+// addFilters sets the subscription's filter. Each model it names must be
+// one of the subscription's models, and no pinned value may differ from
+// the one the session's filter claim pins.
+func (s *subscription) addFilters(raw map[string]map[string]json.RawMessage, g *grant) *subscriptionError {
+	filters, err := parseModelFilters(raw)
+	if err != nil {
+		return &subscriptionError{codeInvalidFilter, err.Error()}
+	}
+	for _, model := range slices.Sorted(maps.Keys(filters)) {
+		if !s.models[model] {
+			return &subscriptionError{codeInvalidFilter,
+				fmt.Sprintf("filter names model %q, which is not in the subscription's models", model)}
+		}
+	}
+	s.filters = filters
+	return s.checkFilterClaim(g)
+}
+
+// checkGrant reports why g does not allow the subscription, or nil when it
+// does. refresh removes the subscriptions that a new token does not allow.
+func (s *subscription) checkGrant(g *grant) *subscriptionError {
+	var forbidden []string
+	for _, m := range s.modelNames {
+		if !g.allows(m) {
+			forbidden = append(forbidden, m)
+		}
+	}
+	if len(forbidden) > 0 {
+		return &subscriptionError{codeForbiddenModel, "token may not see models: " + quoteList(forbidden)}
+	}
+	return s.checkFilterClaim(g)
+}
+
+// checkFilterClaim rejects a subscription filter that pins a column to a
+// value other than the one g's filter claim pins, because no row could
+// match both.
+func (s *subscription) checkFilterClaim(g *grant) *subscriptionError {
+	for _, model := range slices.Sorted(maps.Keys(s.filters)) {
+		if column := s.filters[model].contradiction(g.filters[model]); column != "" {
+			return &subscriptionError{codeForbiddenFilter, fmt.Sprintf(
+				"filter pins column %q of model %q to %s, but the token pins it to %s",
+				column, model, s.filters[model][column].raw, g.filters[model][column].raw)}
+		}
 	}
 	return nil
 }
