@@ -110,3 +110,27 @@ func TestSecretIsRedacted(t *testing.T) {
 	require.NotContains(t, b.String(), "hunter2")
 	require.Contains(t, b.String(), "[redacted]")
 }
+
+func TestLoadAllowedOrigins(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{"DATABASE_URL": "postgres://u@localhost/db", "CIVICBASE_ADMIN_TOKEN": "0123456789abcdef"}
+	load := func(origins string) (Config, error) {
+		return Load(func(k string) string {
+			if k == "CIVICBASE_ALLOWED_ORIGINS" {
+				return origins
+			}
+			return base[k]
+		})
+	}
+
+	c, err := load(" https://app.example.com , http://localhost:3000,*")
+	require.NoError(t, err)
+	require.Equal(t, []string{"https://app.example.com", "http://localhost:3000", "*"}, c.AllowedOrigins)
+	c, err = load("")
+	require.NoError(t, err)
+	require.Empty(t, c.AllowedOrigins)
+	for _, bad := range []string{"app.example.com", "https://app.example.com/path", "ftp//x"} {
+		_, err = load(bad)
+		require.ErrorContains(t, err, "is not an origin", bad)
+	}
+}
