@@ -47,8 +47,12 @@ func benchCommand(ctx context.Context, log *slog.Logger, args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if name := fs.Arg(0); name != "capture" && name != "webhooks" {
-		return fmt.Errorf("unknown benchmark %q; run `civicbase bench capture` or `civicbase bench webhooks`", name)
+	switch name := fs.Arg(0); name {
+	case "capture", "webhooks":
+	case "realtime":
+		return runRealtimeBench(ctx, fs.Args()[1:])
+	default:
+		return fmt.Errorf("unknown benchmark %q; run `civicbase bench capture`, `civicbase bench webhooks` or `civicbase bench realtime`", name)
 	}
 	if *changes < 10_000 || *changes%10_000 != 0 {
 		return fmt.Errorf("-changes %d must be a multiple of 10000", *changes)
