@@ -22,18 +22,18 @@ const (
 	closeInternalError    = 1011
 )
 
-// replayStallTimeout is how long a replay waits for a client to read before
-// it closes the session with 4008.
-const replayStallTimeout = 10 * time.Second
-
 // client is the hub's state of one WebSocket session.
 type client struct {
 	id         int64
 	log        *slog.Logger
 	sendBuffer int
-	slowClosed *atomic.Int64
-	sentSignal chan struct{} // signalled after melody writes a message
-	done       chan struct{} // closed when the session is gone or going
+	// replyRoom is how many replies may be queued beyond sendBuffer, so a
+	// ping or subscribe of a session whose buffer is full waits on the read
+	// loop instead of closing the session.
+	replyRoom    int
+	stallTimeout time.Duration
+	slowClosed   *atomic.Int64
+	done         chan struct{} // closed when the session is gone or going
 
 	mu        sync.Mutex
 	session   *melody.Session
@@ -49,15 +49,22 @@ type client struct {
 	closing      bool
 	pendingClose []byte // close frame queued before the session was attached
 	stopped      bool
-	stopReplay   context.CancelFunc // cancels the running replay's queries
+	stopReplay   context.CancelFunc // cancels the running replay's or catch-up's queries
 	// outstanding counts text messages queued to melody and not yet written.
 	outstanding int
-	// replaying is set while a subscription replays from the store. Fan-out
-	// skips the session meanwhile, because the replay reads every event for
-	// all its subscriptions until it reaches the hub's cursor.
+	// written, when not nil, is closed by the next write of a message, so
+	// that waiters for room in the buffer wake up.
+	written chan struct{}
+	// replaying is set while a replay or a catch-up reads the store for the
+	// session. Fan-out skips the session meanwhile, because the reader
+	// queues every event for all its subscriptions until it reaches the
+	// hub's cursor.
 	replaying bool
+	// catchUp is the running catch-up goroutine's run, nil when none runs.
+	catchUp *catchUp
 	// servedUpTo is the id up to which every event was queued or skipped, so
-	// fan-out skips ids at or below it.
+	// fan-out skips ids at or below it. A replay or catch-up moves it with
+	// each event it reads after the session's live position.
 	servedUpTo string
 	// resumeID is an id from which a subscribe with since, for every current
 	// subscription, loses nothing: the last event queued, or the start of a
@@ -65,12 +72,12 @@ type client struct {
 	resumeID string
 }
 
-func newClient(id int64, log *slog.Logger, sendBuffer int, slowClosed *atomic.Int64) *client {
+func newClient(id int64, log *slog.Logger, cfg Config, slowClosed *atomic.Int64) *client {
 	return &client{
-		id: id, log: log, sendBuffer: sendBuffer, slowClosed: slowClosed,
-		sentSignal: make(chan struct{}, 1),
-		done:       make(chan struct{}),
-		subs:       make(map[string]*subscription),
+		id: id, log: log, sendBuffer: cfg.SendBuffer, replyRoom: cfg.replyRoom(),
+		stallTimeout: cfg.StallTimeout, slowClosed: slowClosed,
+		done: make(chan struct{}),
+		subs: make(map[string]*subscription),
 	}
 }
 
@@ -95,12 +102,20 @@ func (c *client) attach(s *melody.Session, authTimeout time.Duration) {
 // sent runs after melody wrote a text message to the connection.
 func (c *client) sent() {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.outstanding--
-	c.mu.Unlock()
-	select {
-	case c.sentSignal <- struct{}{}:
-	default:
+	if c.written != nil {
+		close(c.written)
+		c.written = nil
 	}
+}
+
+// writtenLocked returns a channel that the next write of a message closes.
+func (c *client) writtenLocked() <-chan struct{} {
+	if c.written == nil {
+		c.written = make(chan struct{})
+	}
+	return c.written
 }
 
 // cancel stops a running replay; the session is gone or going.
@@ -155,14 +170,19 @@ func (c *client) closeLocked(code int, reason string) {
 	_ = c.session.CloseWithMsg(msg)
 }
 
-// enqueueLocked queues msg, or closes the session with 4008 when
-// SendBuffer messages are already waiting. id is the event's id, or empty
-// for a reply.
+// enqueueLocked queues msg, or closes the session with 4008 when the buffer
+// is full: SendBuffer messages for an event, SendBuffer plus the reply room
+// for a reply. id is the event's id, or empty for a reply. Callers that
+// queue events wait for room first, so the close is a last resort.
 func (c *client) enqueueLocked(msg []byte, id string) bool {
 	if c.closing || c.session == nil {
 		return false
 	}
-	if c.outstanding >= c.sendBuffer {
+	limit := c.sendBuffer
+	if id == "" {
+		limit += c.replyRoom
+	}
+	if c.outstanding >= limit {
 		c.closeSlowLocked()
 		return false
 	}
@@ -203,12 +223,32 @@ func (c *client) sendError(code, message, subID string) {
 	c.send(errorMessage(code, message, subID))
 }
 
-// sendPaced queues an event message of a replay, waiting while SendBuffer
-// messages are outstanding. A client that reads nothing for
-// replayStallTimeout is closed with 4008.
-func (c *client) sendPaced(msg []byte, id string) bool {
-	timer := time.NewTimer(replayStallTimeout)
-	defer timer.Stop()
+// waitForWrite waits until written is closed. A session whose connection
+// takes no message until stall fires is closed with 4008. It reports false
+// when the session is closing.
+func (c *client) waitForWrite(written <-chan struct{}, stall *time.Timer) bool {
+	select {
+	case <-written:
+		return true
+	case <-c.done:
+		return false
+	case <-stall.C:
+		c.mu.Lock()
+		c.closeSlowLocked()
+		c.mu.Unlock()
+		return false
+	}
+}
+
+// waitForRoom waits until fewer than SendBuffer messages are outstanding,
+// and reports false when the session is closing or stalls.
+func (c *client) waitForRoom() bool {
+	var stall *time.Timer
+	defer func() {
+		if stall != nil {
+			stall.Stop()
+		}
+	}()
 	for {
 		c.mu.Lock()
 		if c.closing || c.stopped {
@@ -216,20 +256,16 @@ func (c *client) sendPaced(msg []byte, id string) bool {
 			return false
 		}
 		if c.outstanding < c.sendBuffer {
-			ok := c.enqueueLocked(msg, id)
 			c.mu.Unlock()
-			return ok
+			return true
 		}
+		written := c.writtenLocked()
 		c.mu.Unlock()
 
-		select {
-		case <-c.sentSignal:
-		case <-c.done:
-			return false
-		case <-timer.C:
-			c.mu.Lock()
-			c.closeSlowLocked()
-			c.mu.Unlock()
+		if stall == nil {
+			stall = time.NewTimer(c.stallTimeout)
+		}
+		if !c.waitForWrite(written, stall) {
 			return false
 		}
 	}

@@ -115,7 +115,8 @@ func (h *Hub) buildMessages(events []store.Event) [][]byte {
 }
 
 // fanOut sends each event to the sessions whose subscriptions name its
-// model and moves the cursor past it.
+// model and moves the cursor past it. A session whose buffer is full leaves
+// the live stream and catches up from the store.
 func (h *Hub) fanOut(events []store.Event, msgs [][]byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -124,7 +125,9 @@ func (h *Hub) fanOut(events []store.Event, msgs [][]byte) {
 		if msgs[i] != nil {
 			row := newEventRow(e)
 			for c := range h.index[e.Model] {
-				c.deliverLive(e, row, msgs[i])
+				if run := c.deliverLive(e, row, msgs[i]); run != nil {
+					h.startCatchUp(c, run)
+				}
 			}
 		}
 		h.cursor = e.ID
@@ -132,23 +135,37 @@ func (h *Hub) fanOut(events []store.Event, msgs [][]byte) {
 }
 
 // deliverLive queues a live event once, however many of the session's
-// subscriptions match it.
-func (c *client) deliverLive(e *store.Event, row *eventRow, msg []byte) {
+// subscriptions match it. When SendBuffer messages are outstanding it queues
+// nothing, takes the session out of the live stream and returns the
+// catch-up to start.
+func (c *client) deliverLive(e *store.Event, row *eventRow, msg []byte) *catchUp {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.replaying || e.ID <= c.servedUpTo {
-		return
+	if c.replaying || c.closing || c.stopped || e.ID <= c.servedUpTo {
+		return nil
+	}
+	if !c.wantsLiveLocked(e, row) {
+		c.servedUpTo = e.ID
+		return nil
+	}
+	if c.outstanding >= c.sendBuffer {
+		return c.beginCatchUpLocked()
 	}
 	c.servedUpTo = e.ID
+	c.enqueueLocked(msg, e.ID)
+	return nil
+}
+
+func (c *client) wantsLiveLocked(e *store.Event, row *eventRow) bool {
 	if !c.grant.permits(e, row) {
-		return
+		return false
 	}
 	for _, s := range c.subs {
 		if s.matches(e, row) {
-			c.enqueueLocked(msg, e.ID)
-			return
+			return true
 		}
 	}
+	return false
 }
 
 // listen keeps a connection listening on store.NotifyChannel and signals

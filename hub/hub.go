@@ -20,6 +20,13 @@
 // filtered sessions. An update that changes a pinned column reaches only the
 // sessions pinned to its new value.
 //
+// A session whose connection has SendBuffer messages outstanding leaves the
+// live stream. A catch-up goroutine reads the event store for it at the pace
+// the connection takes messages and rejoins the live stream at the hub's
+// cursor, as a replay does. So a burst costs no memory beyond one page of
+// events and SendBuffer messages per session. Only a session whose
+// connection takes no message for Config.StallTimeout is closed with 4008.
+//
 // refresh replaces a session's token without reconnecting. Subscriptions
 // that the new token does not allow are removed, each with an error, before
 // the refreshed reply. A session whose token's exp passes is closed with
@@ -55,10 +62,15 @@ type Config struct {
 	// subscription may name. It is called on every subscribe. Nil accepts
 	// every model name and every event name.
 	Catalog func(ctx context.Context) (models, semantic []string, err error)
-	// SendBuffer is the max number of messages queued for one session and not
-	// yet written to its connection. A session that would pass it is closed
-	// with 4008 instead of losing messages. Default 256.
+	// SendBuffer is the max number of event messages queued for one session
+	// and not yet written to its connection. A session that reaches it falls
+	// back to reading the event store at the pace its connection takes
+	// messages, so memory stays bounded and no message is lost. Default 256.
 	SendBuffer int
+	// StallTimeout is how long a session whose SendBuffer is full may go
+	// without its connection taking a message before it is closed with 4008.
+	// Default 10s.
+	StallTimeout time.Duration
 	// MaxSubscriptions is the max number of subscriptions of one session. A
 	// subscribe past it gets an error and close code 4010. Default 20.
 	MaxSubscriptions int
@@ -89,13 +101,22 @@ func (c Config) WithDefaults() Config {
 	c.MaxMessageSize = cmp.Or(c.MaxMessageSize, 64<<10)
 	c.AuthTimeout = cmp.Or(c.AuthTimeout, 10*time.Second)
 	c.PollInterval = cmp.Or(c.PollInterval, time.Second)
+	c.StallTimeout = cmp.Or(c.StallTimeout, 10*time.Second)
 	return c
 }
 
 // melodyHeadroom is how many messages melody's per-session buffer holds
-// beyond SendBuffer. The hub never queues more than SendBuffer text messages,
-// so the room left is for close frames, and melody never drops a message.
+// beyond SendBuffer and the reply room. The hub never queues more text
+// messages than those two, so the room left is for close frames, and melody
+// never drops a message.
 const melodyHeadroom = 8
+
+// replyRoom returns how many replies may be queued beyond SendBuffer. The
+// read loop waits until fewer than SendBuffer messages are outstanding before
+// it handles a message, and one message gets at most MaxSubscriptions+1
+// replies (a refresh that revokes every subscription). One more is left for
+// the token_expired error, which a timer queues.
+func (c Config) replyRoom() int { return c.MaxSubscriptions + 2 }
 
 const clientKey = "civicbase.client"
 
@@ -140,7 +161,7 @@ func New(cfg Config, st *store.Store, pool *pgxpool.Pool, log *slog.Logger) *Hub
 	}
 	m := melody.New()
 	m.Config.MaxMessageSize = cfg.MaxMessageSize
-	m.Config.MessageBufferSize = cfg.SendBuffer + melodyHeadroom
+	m.Config.MessageBufferSize = cfg.SendBuffer + cfg.replyRoom() + melodyHeadroom
 	// Protocol pings keep melody's defaults: a ping every 54s, and a session
 	// that sends no pong within 60s is closed.
 	m.Upgrader.CheckOrigin = h.checkOrigin
@@ -209,7 +230,8 @@ func (h *Hub) Close() {
 			c.close(closeRestarting, "server restarting, reconnect with jitter")
 		}
 		// Each handler returns within melody's write timeout (10s), because
-		// the close frame ends its connection and close cancels replays.
+		// the close frame ends its connection and close cancels replays and
+		// catch-ups, which removeClient waits for.
 		h.handlers.Wait()
 		if err := h.melody.Close(); err != nil {
 			h.log.Warn("closing melody failed", "err", err)
@@ -224,7 +246,7 @@ func (h *Hub) addClient() (*client, bool) {
 	if h.closed {
 		return nil, false
 	}
-	c := newClient(h.nextConnID.Add(1), h.log, h.cfg.SendBuffer, &h.slowClosed)
+	c := newClient(h.nextConnID.Add(1), h.log, h.cfg, &h.slowClosed)
 	h.clients[c] = struct{}{}
 	h.handlers.Add(1)
 	return c, true
@@ -240,6 +262,7 @@ func (h *Hub) removeClient(c *client) {
 	h.mu.Unlock()
 
 	c.stop()
+	c.waitCatchUp()
 	h.sessionsMu.Lock()
 	delete(h.clients, c)
 	h.sessionsMu.Unlock()
@@ -260,7 +283,8 @@ func (h *Hub) onConnect(s *melody.Session) {
 func (h *Hub) onSent(s *melody.Session, _ []byte) { clientOf(s).sent() }
 
 // onError runs on read and write errors. A write error means the connection
-// is gone, so the session's context ends and a running replay stops.
+// is gone, so the session's context ends and a running replay or catch-up
+// stops.
 func (h *Hub) onError(s *melody.Session, err error) {
 	c := clientOf(s)
 	c.cancel()

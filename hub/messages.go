@@ -11,6 +11,11 @@ import (
 // loop, so the messages of one session are handled one at a time, in order.
 func (h *Hub) onMessage(s *melody.Session, data []byte) {
 	c := clientOf(s)
+	// A catch-up may keep the buffer full. Waiting here bounds the replies
+	// queued beyond SendBuffer to those of one message.
+	if !c.waitForRoom() {
+		return
+	}
 	var msg clientMessage
 	if err := json.Unmarshal(data, &msg); err != nil {
 		c.sendError(codeInvalidMessage, fmt.Sprintf("message is not a valid JSON object of the protocol: %v", err), "")

@@ -2,11 +2,13 @@ package hub
 
 import (
 	"context"
+	"time"
 
 	"github.com/civicbase/civicbase/store"
 )
 
-// replayPage is how many events one store read of a replay returns.
+// replayPage is how many events one store read of a replay or catch-up
+// returns.
 const replayPage = 500
 
 // replay adds a subscription with since. The session leaves the live stream
@@ -17,7 +19,7 @@ const replayPage = 500
 //
 // NOTE: the replay runs on the session's read loop, so the session's other
 // messages wait until it ends. A client that reads nothing for
-// replayStallTimeout is closed with 4008.
+// Config.StallTimeout is closed with 4008.
 func (h *Hub) replay(c *client, sub *subscription, since string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -25,15 +27,66 @@ func (h *Hub) replay(c *client, sub *subscription, since string) {
 	if !ok {
 		return
 	}
-
 	// TODO: report a since older than the oldest stored event (pruned) with
 	// a resync_required error; for now the replay starts at the oldest one.
-	pos := since
+	h.readStore(ctx, c, sub, since, served)
+}
+
+// beginReplay takes the session out of the live stream and adds sub, after
+// waiting for a running catch-up to end. It returns the id up to which the
+// session's other subscriptions were served.
+func (h *Hub) beginReplay(c *client, sub *subscription, since string, cancel context.CancelFunc) (string, bool) {
+	for {
+		served, catchUpDone, ok := h.tryBeginReplay(c, sub, since, cancel)
+		if !ok || catchUpDone == nil {
+			return served, ok
+		}
+		select {
+		case <-catchUpDone:
+		case <-c.done:
+			return "", false
+		}
+	}
+}
+
+// tryBeginReplay does the work of beginReplay, or returns the done channel
+// of the session's running catch-up without changing anything.
+func (h *Hub) tryBeginReplay(c *client, sub *subscription, since string, cancel context.CancelFunc) (string, <-chan struct{}, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped || c.closing {
+		return "", nil, false
+	}
+	if c.catchUp != nil {
+		return "", c.catchUp.done, true
+	}
+
+	// Fan-out has sent every event up to the cursor to this live session.
+	served := max(h.cursor, c.servedUpTo)
+	c.stopReplay = cancel
+	c.replaying = true
+	sub.from = since
+	if c.resumeID == "" || since < c.resumeID {
+		c.resumeID = since
+	}
+	c.subs[sub.id] = sub
+	h.indexLocked(c, sub)
+	return served, nil, true
+}
+
+// readStore queues the stored events after pos that the session wants,
+// waiting while SendBuffer messages are outstanding, until it reaches the
+// hub's cursor. Then the session rejoins the live stream. sub is the
+// subscription that a replay adds, and nil for a catch-up. served is the id
+// up to which the session's other subscriptions were served.
+func (h *Hub) readStore(ctx context.Context, c *client, sub *subscription, pos, served string) {
 	for {
 		events, err := h.store.List(ctx, pos, replayPage)
 		if err != nil {
 			if ctx.Err() == nil {
-				h.log.Error("replaying events failed", "conn_id", c.id, "since", pos, "err", err)
+				h.log.Error("reading events for a session failed", "conn_id", c.id, "since", pos, "err", err)
 				c.close(closeInternalError, "reading events failed; reconnect and resume")
 			}
 			return
@@ -53,57 +106,76 @@ func (h *Hub) replay(c *client, sub *subscription, since string) {
 	}
 }
 
-// beginReplay takes the session out of the live stream and adds sub. It
-// returns the id up to which the session's other subscriptions were served.
-func (h *Hub) beginReplay(c *client, sub *subscription, since string, cancel context.CancelFunc) (string, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.stopped || c.closing {
-		return "", false
-	}
-
-	// Fan-out has sent every event up to the cursor to this live session.
-	served := max(h.cursor, c.servedUpTo)
-	c.stopReplay = cancel
-	c.replaying = true
-	sub.from = since
-	if c.resumeID == "" || since < c.resumeID {
-		c.resumeID = since
-	}
-	c.subs[sub.id] = sub
-	h.indexLocked(c, sub)
-	return served, true
-}
-
-// replayEvent queues e when the session wants it, and reports false when the
-// session is closing.
+// replayEvent queues e when the session wants it, waiting while SendBuffer
+// messages are outstanding, and reports false when the session is closing.
+// The check and the queueing share one critical section, so an unsubscribe
+// or refresh that runs meanwhile holds back the events it should.
 func (h *Hub) replayEvent(c *client, sub *subscription, served string, e *store.Event) bool {
-	if !c.wantsReplayed(e, newEventRow(e), sub, served) {
-		return true
+	row := newEventRow(e)
+	var msg []byte
+	var stall *time.Timer
+	defer func() {
+		if stall != nil {
+			stall.Stop()
+		}
+	}()
+	for {
+		c.mu.Lock()
+		if c.closing || c.stopped {
+			c.mu.Unlock()
+			return false
+		}
+		if c.offerReplayedLocked(e, row, sub, served, msg) {
+			c.mu.Unlock()
+			return true
+		}
+		written := c.writtenLocked()
+		c.mu.Unlock()
+
+		if msg == nil {
+			var err error
+			if msg, err = eventMessage(*e); err != nil {
+				h.log.Error("skipping event with an invalid payload", "event_id", e.ID, "err", err)
+				return true
+			}
+			continue
+		}
+		if stall == nil {
+			stall = time.NewTimer(c.stallTimeout)
+		}
+		if !c.waitForWrite(written, stall) {
+			return false
+		}
 	}
-	msg, err := eventMessage(*e)
-	if err != nil {
-		h.log.Error("skipping event with an invalid payload", "event_id", e.ID, "err", err)
-		return true
-	}
-	return c.sendPaced(msg, e.ID)
 }
 
-// wantsReplayed reports whether the replay of sub sends e. Up to served,
-// the other subscriptions have sent their events already, so only events
-// that sub alone matches are sent. After served, every subscription's
-// events are sent, because the session is out of the live stream. The
-// session's filter claim applies to both.
+// offerReplayedLocked marks e as served when the session does not want it,
+// or queues msg and marks it when there is room. It reports false, changing
+// nothing, when msg is nil or SendBuffer messages are outstanding.
+func (c *client) offerReplayedLocked(e *store.Event, row *eventRow, sub *subscription, served string, msg []byte) bool {
+	if !c.wantsReplayedLocked(e, row, sub, served) {
+		c.servedUpTo = max(c.servedUpTo, e.ID)
+		return true
+	}
+	if msg == nil || c.outstanding >= c.sendBuffer {
+		return false
+	}
+	c.servedUpTo = max(c.servedUpTo, e.ID)
+	c.enqueueLocked(msg, e.ID)
+	return true
+}
+
+// wantsReplayedLocked reports whether a replay of sub or a catch-up sends e.
+// Up to served, the other subscriptions have sent their events already, so
+// only events that sub alone matches are sent. After served, every
+// subscription's events are sent, because the session is out of the live
+// stream. The session's filter claim applies to both.
 //
 // NOTE: the check up to served uses the current token. After a refresh
 // that widened the filter claim, an event the old token's filter held back
 // counts as sent when another subscription matches it now, so the replay
 // skips it.
-func (c *client) wantsReplayed(e *store.Event, row *eventRow, sub *subscription, served string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (c *client) wantsReplayedLocked(e *store.Event, row *eventRow, sub *subscription, served string) bool {
 	if !c.grant.permits(e, row) {
 		return false
 	}
@@ -115,7 +187,7 @@ func (c *client) wantsReplayed(e *store.Event, row *eventRow, sub *subscription,
 		}
 		return false
 	}
-	if !sub.matches(e, row) {
+	if sub == nil || !sub.matches(e, row) {
 		return false
 	}
 	for _, s := range c.subs {
@@ -126,8 +198,8 @@ func (c *client) wantsReplayed(e *store.Event, row *eventRow, sub *subscription,
 	return true
 }
 
-// finishReplay rejoins the live stream when the replay has read up to the
-// hub's cursor; otherwise the replay reads on.
+// finishReplay rejoins the live stream when the replay or catch-up has read
+// up to the hub's cursor; otherwise it reads on.
 func (h *Hub) finishReplay(c *client, sub *subscription, pos string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -142,6 +214,13 @@ func (h *Hub) finishReplay(c *client, sub *subscription, pos string) bool {
 	c.servedUpTo = max(c.servedUpTo, pos)
 	// Every wanted event up to servedUpTo is queued now.
 	c.resumeID = max(c.resumeID, c.servedUpTo)
-	c.enqueueLocked(subscribedMessage(sub, c.servedUpTo), "")
+	if c.catchUp != nil {
+		c.catchUp.cancel()
+		close(c.catchUp.done)
+		c.catchUp = nil
+	}
+	if sub != nil {
+		c.enqueueLocked(subscribedMessage(sub, c.servedUpTo), "")
+	}
 	return true
 }

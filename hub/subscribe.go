@@ -63,7 +63,8 @@ func (h *Hub) waitReady(c *client) bool {
 
 // goLive adds a subscription without since. It starts after the hub's
 // cursor, or after the session's replay position when a replay read past
-// the cursor.
+// the cursor. During a catch-up it starts after the catch-up's position, so
+// the subscribed reply sits between the events queued before and after it.
 func (h *Hub) goLive(c *client, sub *subscription) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -71,6 +72,9 @@ func (h *Hub) goLive(c *client, sub *subscription) {
 	defer c.mu.Unlock()
 
 	sub.from = max(h.cursor, c.servedUpTo)
+	if c.replaying {
+		sub.from = c.servedUpTo
+	}
 	c.servedUpTo = sub.from
 	if c.resumeID == "" {
 		c.resumeID = sub.from
