@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/civicbase/civicbase/internal/pgtest"
@@ -17,14 +16,8 @@ import (
 func TestRealtimeReceivesCommittedRow(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := pgtest.NewDB(t)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	defer pool.Close()
-	_, err = pool.Exec(ctx, `CREATE TABLE user_profiles (id text PRIMARY KEY, interests text[])`)
-	require.NoError(t, err)
-	svc := startService(t, url)
-	waitUntil(t, 30*time.Second, "service ready", func() bool { return httpOK(svc.addr + "/readyz") })
+	url, pool := newDatabase(t, `CREATE TABLE user_profiles (id text PRIMARY KEY, interests text[])`)
+	svc := startReady(t, url)
 
 	conn, _, err := websocket.DefaultDialer.Dial("ws://"+svc.addr+"/v1/realtime", nil)
 	require.NoError(t, err)
@@ -57,8 +50,7 @@ func TestRealtimeReceivesCommittedRow(t *testing.T) {
 func TestServiceStopsCleanlyOnSIGTERM(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDB(t)
-	svc := startService(t, url)
-	waitUntil(t, 30*time.Second, "service ready", func() bool { return httpOK(svc.addr + "/readyz") })
+	svc := startReady(t, url)
 	conn, _, err := websocket.DefaultDialer.Dial("ws://"+svc.addr+"/v1/realtime", nil)
 	require.NoError(t, err)
 	defer conn.Close()
@@ -128,17 +120,11 @@ func (c *wsClient) read(t *testing.T, n int) []map[string]any {
 func TestRealtimeResumeLosesNothing(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := pgtest.NewDB(t)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	defer pool.Close()
-	_, err = pool.Exec(ctx, `CREATE TABLE counters (id int PRIMARY KEY, n int)`)
-	require.NoError(t, err)
-	svc := startService(t, url)
-	waitUntil(t, 30*time.Second, "service ready", func() bool { return httpOK(svc.addr + "/readyz") })
+	url, pool := newDatabase(t, `CREATE TABLE counters (id int PRIMARY KEY, n int)`)
+	svc := startReady(t, url)
 
 	first := dialRealtime(t, svc.addr, "Counter", "")
-	_, err = pool.Exec(ctx, `INSERT INTO counters VALUES (0, 0)`)
+	_, err := pool.Exec(ctx, `INSERT INTO counters VALUES (0, 0)`)
 	require.NoError(t, err)
 	last := first.read(t, 1)[0]["id"].(string)
 	first.conn.Close()
@@ -169,14 +155,8 @@ func TestRealtimeResumeLosesNothing(t *testing.T) {
 func TestRealtimeSameEventsOnTwoInstances(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := pgtest.NewDB(t)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	defer pool.Close()
-	_, err = pool.Exec(ctx, `CREATE TABLE counters (id int PRIMARY KEY, n int)`)
-	require.NoError(t, err)
-	a := startService(t, url)
-	waitUntil(t, 30*time.Second, "first instance ready", func() bool { return httpOK(a.addr + "/readyz") })
+	url, pool := newDatabase(t, `CREATE TABLE counters (id int PRIMARY KEY, n int)`)
+	a := startReady(t, url)
 	// The second instance cannot read the slot while the first holds it,
 	// but its hub follows the shared event store.
 	b := startService(t, url)
@@ -185,7 +165,7 @@ func TestRealtimeSameEventsOnTwoInstances(t *testing.T) {
 	onA := dialRealtime(t, a.addr, "Counter", "")
 	onB := dialRealtime(t, b.addr, "Counter", "")
 	for i := range 300 {
-		_, err = pool.Exec(ctx, `INSERT INTO counters VALUES ($1, 0)`, i)
+		_, err := pool.Exec(ctx, `INSERT INTO counters VALUES ($1, 0)`, i)
 		require.NoError(t, err)
 	}
 	fromA, fromB := onA.read(t, 300), onB.read(t, 300)

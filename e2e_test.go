@@ -135,15 +135,9 @@ func countEvents(t *testing.T, pool *pgxpool.Pool) (total, distinct int) {
 func TestServiceSurvivesSIGKILL(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := pgtest.NewDB(t)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	defer pool.Close()
-	_, err = pool.Exec(ctx, `CREATE TABLE items (id bigint PRIMARY KEY, payload text)`)
-	require.NoError(t, err)
+	url, pool := newDatabase(t, `CREATE TABLE items (id bigint PRIMARY KEY, payload text)`)
 
-	svc := startService(t, url)
-	waitUntil(t, 30*time.Second, "service streaming", func() bool { return httpOK(svc.addr + "/readyz") })
+	svc := startReady(t, url)
 
 	const rows, perTxn = 50_000, 500
 	writerDone := make(chan error, 1)
@@ -201,16 +195,10 @@ func TestServiceRejectsMissingToken(t *testing.T) {
 func TestServicePullAPI(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := pgtest.NewDB(t)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	defer pool.Close()
-	_, err = pool.Exec(ctx, `CREATE TABLE user_profiles (id text PRIMARY KEY, bio text)`)
-	require.NoError(t, err)
-	svc := startService(t, url)
-	waitUntil(t, 30*time.Second, "service ready", func() bool { return httpOK(svc.addr + "/readyz") })
+	url, pool := newDatabase(t, `CREATE TABLE user_profiles (id text PRIMARY KEY, bio text)`)
+	svc := startReady(t, url)
 
-	_, err = pool.Exec(ctx, `INSERT INTO user_profiles VALUES ('p1', '<b>&'), ('p2', NULL), ('p3', 'x')`)
+	_, err := pool.Exec(ctx, `INSERT INTO user_profiles VALUES ('p1', '<b>&'), ('p2', NULL), ('p3', 'x')`)
 	require.NoError(t, err)
 	var page struct {
 		Events  []map[string]any `json:"events"`

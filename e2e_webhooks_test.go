@@ -12,11 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/civicbase/civicbase/delivery"
-	"github.com/civicbase/civicbase/internal/pgtest"
 )
 
 // hookReceiver counts deliveries by webhook-id and checks each signature.
@@ -77,16 +75,10 @@ func registerWebhook(t *testing.T, addr, url string) string {
 func TestWebhooksSurviveSIGKILLAndTwoInstances(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	url := pgtest.NewDB(t)
-	pool, err := pgxpool.New(ctx, url)
-	require.NoError(t, err)
-	defer pool.Close()
-	_, err = pool.Exec(ctx, `CREATE TABLE items (id bigint PRIMARY KEY, payload text)`)
-	require.NoError(t, err)
+	url, pool := newDatabase(t, `CREATE TABLE items (id bigint PRIMARY KEY, payload text)`)
 	recv := newHookReceiver(t)
 
-	first := startService(t, url, "CIVICBASE_DEV=true")
-	waitUntil(t, 30*time.Second, "service ready", func() bool { return httpOK(first.addr + "/readyz") })
+	first := startReady(t, url, "CIVICBASE_DEV=true")
 	secret := registerWebhook(t, first.addr, recv.URL+"/hook")
 	recv.mu.Lock()
 	recv.secret = secret
@@ -96,7 +88,7 @@ func TestWebhooksSurviveSIGKILLAndTwoInstances(t *testing.T) {
 	waitUntil(t, 30*time.Second, "second instance up", func() bool { return httpOK(second.addr + "/healthz") })
 
 	const rows = 10_000
-	_, err = pool.Exec(ctx, `INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, $1) g`, rows)
+	_, err := pool.Exec(ctx, `INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, $1) g`, rows)
 	require.NoError(t, err)
 	waitUntil(t, 60*time.Second, "deliveries under way", func() bool { d, _, _ := recv.counts(); return d > 1000 })
 	require.NoError(t, first.cmd.Process.Signal(syscall.SIGKILL))

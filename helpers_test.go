@@ -1,7 +1,11 @@
 package main
 
 import (
+	"context"
+
 	"encoding/json"
+	"github.com/civicbase/civicbase/internal/pgtest"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"net/http"
 	"testing"
 	"time"
@@ -45,4 +49,28 @@ func getJSON(t *testing.T, url, token string, out any) int {
 		t.Fatalf("decoding %s: %v", url, err)
 	}
 	return resp.StatusCode
+}
+
+// newDatabase creates a test database with schema and returns its URL and
+// a pool on it that closes when the test ends.
+func newDatabase(t *testing.T, schema string) (string, *pgxpool.Pool) {
+	t.Helper()
+	url := pgtest.NewDB(t)
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := pool.Exec(context.Background(), schema); err != nil {
+		t.Fatal(err)
+	}
+	return url, pool
+}
+
+// startReady starts the service on url and waits until /readyz passes.
+func startReady(t *testing.T, url string, env ...string) *process {
+	t.Helper()
+	svc := startService(t, url, env...)
+	waitUntil(t, 30*time.Second, "service ready", func() bool { return httpOK(svc.addr + "/readyz") })
+	return svc
 }
