@@ -102,3 +102,15 @@ func TestEventsAuth(t *testing.T) {
 		}
 	})
 }
+
+func TestErrorBodyShape(t *testing.T) {
+	t.Parallel()
+	bundle := setup(t, httpapi.Options{}, nil)
+
+	unauthorized := bundle.do(t, http.MethodGet, "/events", "", nil)
+	badLimit := bundle.do(t, http.MethodGet, "/events?limit=%3Cb%3E", "Bearer "+testToken, nil)
+
+	require.Contains(t, string(unauthorized.body), `"field":null`, "field is present even when no parameter is at fault")
+	require.Contains(t, string(badLimit.body), `"field":"limit"`)
+	require.Contains(t, string(badLimit.body), `<b>`, "messages are not HTML-escaped")
+}

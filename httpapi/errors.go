@@ -39,17 +39,31 @@ func quote(s string) string {
 	return fmt.Sprintf("%q", s)
 }
 
-// marshalError encodes e in the error response shape.
+// marshalError encodes e in the error response shape. field is always
+// present, null when no single parameter is at fault, and the encoder does
+// not escape <, > and &, so messages read as JSON.stringify writes them.
 func marshalError(e *apiError) []byte {
-	body, err := json.Marshal(struct {
-		Error *apiError `json:"error"`
-	}{e})
+	var field *string
+	if e.Field != "" {
+		field = &e.Field
+	}
+	type body struct {
+		Code    string  `json:"code"`
+		Message string  `json:"message"`
+		Field   *string `json:"field"`
+	}
+	var buf strings.Builder
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(struct {
+		Error body `json:"error"`
+	}{body{e.Code, e.Message, field}})
 	if err != nil {
 		// json.Marshal cannot fail on a struct whose encoded members are all
 		// strings.
 		panic(fmt.Sprintf("httpapi: encoding error response: %v", err))
 	}
-	return body
+	return []byte(strings.TrimSuffix(buf.String(), "\n"))
 }
 
 // writeHTTPError writes e on a net/http response, for requests rejected
