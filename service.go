@@ -97,10 +97,13 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, onListening
 		return err
 	}
 	st := store.New(pool)
-	reader := cdc.NewReader(cfg, pool, st, log.With("component", "cdc"))
-	dispatcher := newDispatcher(cfg, st, cipher, log.With("component", "delivery"))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reader := cdc.NewReader(cfg, pool, st, log.With("component", "cdc"))
+	reader.SetMetrics(cdc.NewMetrics(reg))
+	reg.MustRegister(cdc.NewSlotCollector(pool, cfg.Slot, log.With("component", "cdc")))
+	dispatcher := newDispatcher(cfg, st, cipher, delivery.NewMetrics(reg), log.With("component", "delivery"))
+	reg.MustRegister(delivery.NewQueueCollector(pool, log.With("component", "delivery")))
 	app := httpapi.New(httpapi.Options{
 		AdminToken: cfg.AdminToken, Events: st, Gatherer: reg, Logger: log.With("component", "httpapi"),
 		Ready: readiness(pool, reader), Webhooks: st, Cipher: cipher, Guard: delivery.Guard{AllowPrivate: cfg.Dev},
@@ -108,7 +111,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, onListening
 	})
 	realtime := hub.New(hub.Config{
 		AdminToken: cfg.AdminToken, JWTSecret: cfg.JWTSecret, Catalog: catalog(cfg, pool),
-		AllowedOrigins: cfg.AllowedOrigins,
+		AllowedOrigins: cfg.AllowedOrigins, Metrics: hub.NewMetrics(reg),
 	}, st, pool, log)
 	defer realtime.Close() // Run closes it too; Close is safe twice
 	srv := httpapi.NewServer(cfg.Addr, app, realtime)

@@ -15,11 +15,11 @@ import (
 )
 
 // newDispatcher builds the webhook dispatcher from the configuration.
-func newDispatcher(cfg config.Config, st *store.Store, cipher *delivery.Cipher, log *slog.Logger) *delivery.Dispatcher {
+func newDispatcher(cfg config.Config, st *store.Store, cipher *delivery.Cipher, metrics *delivery.Metrics, log *slog.Logger) *delivery.Dispatcher {
 	w := cfg.Webhooks
 	return delivery.NewDispatcher(delivery.Config{
 		Workers: w.Workers, PerEndpoint: w.PerEndpoint, ConnectTimeout: w.ConnectTimeout, Timeout: w.Timeout, Lease: w.Lease,
-		Schedule: w.Schedule, DisableAfter: w.DisableAfter, AllowPrivate: cfg.Dev,
+		Schedule: w.Schedule, DisableAfter: w.DisableAfter, AllowPrivate: cfg.Dev, Metrics: metrics,
 	}, st, cipher, log)
 }
 

@@ -48,6 +48,8 @@ type Reader struct {
 	store *store.Store
 	types *TypeMap
 	log   *slog.Logger
+	// metrics is nil unless SetMetrics was called.
+	metrics *Metrics
 
 	mu     sync.Mutex
 	status Status
@@ -72,6 +74,9 @@ func NewReader(cfg config.Config, pool *pgxpool.Pool, st *store.Store, log *slog
 	return &Reader{cfg: cfg, pool: pool, store: st, types: NewTypeMap(pool), log: log,
 		status: Status{Since: time.Now()}}
 }
+
+// SetMetrics makes the reader record into m. Call it before Run.
+func (r *Reader) SetMetrics(m *Metrics) { r.metrics = m }
 
 // Status returns the reader's current state.
 func (r *Reader) Status() Status {
@@ -98,6 +103,9 @@ func (r *Reader) Run(ctx context.Context) error {
 	for {
 		started := time.Now()
 		err := r.runSession(ctx)
+		// Changes held in memory are resent by the server after the
+		// reconnect; until then the slot lag metrics show the backlog.
+		r.metrics.setOldestPending(time.Time{})
 		r.setStatus(false, err)
 		if ctx.Err() != nil {
 			return nil

@@ -25,6 +25,8 @@ type bundle struct {
 	store *store.Store
 	cfg   config.Config
 	stop  func()
+	// metrics, when set before start, is passed to the reader.
+	metrics *cdc.Metrics
 }
 
 func testLogger() *slog.Logger {
@@ -83,6 +85,7 @@ func setupOn(t *testing.T, url, schema, cfgYAML string) *bundle {
 func (b *bundle) start(t *testing.T) {
 	t.Helper()
 	reader := cdc.NewReader(b.cfg, b.pool, b.store, testLogger())
+	reader.SetMetrics(b.metrics)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- reader.Run(ctx) }()

@@ -32,7 +32,12 @@ type session struct {
 	checkpoint pglogrepl.LSN
 
 	batch []store.Event
-	w     *writer
+	// batchOldest is the commit time of the first change in batch, and
+	// jobOldest that of each job handed to the writer and not yet
+	// collected, in order; the zero time marks a job without events.
+	batchOldest time.Time
+	jobOldest   []time.Time
+	w           *writer
 	// committed is the end LSN of the last source transaction whose events
 	// are all in batch, handed to the writer, or in the store.
 	committed pglogrepl.LSN
@@ -148,6 +153,7 @@ func (s *session) sendStatus(ctx context.Context, replyRequested bool) error {
 		return fmt.Errorf("sending standby status at %s: %w", s.durable, err)
 	}
 	s.r.durable.Store(uint64(s.durable))
+	s.r.metrics.setStored(s.durable)
 	s.nextStatus = time.Now().Add(s.r.cfg.StatusInterval)
 	return nil
 }
@@ -243,8 +249,14 @@ func (s *session) handleChange(ctx context.Context, msg any) error {
 	if err != nil {
 		return fmt.Errorf("decoding change %d of transaction %d (commit %s): %w", s.tx.seq, s.tx.xid, s.tx.commitLSN, err)
 	}
+	if len(s.batch) == 0 && len(changes) > 0 {
+		s.batchOldest = s.tx.commitTime
+		s.updateLag()
+	}
 	for _, c := range changes {
-		s.batch = append(s.batch, s.b.events(c, &s.tx)...)
+		added := s.b.events(c, &s.tx)
+		s.batch = append(s.batch, added...)
+		s.r.metrics.addChange(c.rel.table, c.op, added)
 	}
 	if len(s.batch) >= s.r.cfg.BatchSize {
 		return s.flush(ctx)
@@ -308,8 +320,23 @@ func (s *session) flush(ctx context.Context) error {
 	}
 	s.w.queue <- job
 	s.w.inflight++
+	s.jobOldest = append(s.jobOldest, s.batchOldest)
+	s.batchOldest = time.Time{}
 	s.batch = make([]store.Event, 0, s.r.cfg.BatchSize)
 	return nil
+}
+
+// updateLag sets the lag metric to the commit time of the oldest change
+// that is batched or being written. Commit times follow commit order, up to
+// clock steps on the server, so the first job with events has the oldest.
+func (s *session) updateLag() {
+	for _, t := range s.jobOldest {
+		if !t.IsZero() {
+			s.r.metrics.setOldestPending(t)
+			return
+		}
+	}
+	s.r.metrics.setOldestPending(s.batchOldest)
 }
 
 // collect takes finished writes and reports the position they made durable.
@@ -328,6 +355,8 @@ func (s *session) collect(ctx context.Context, wait bool) error {
 			}
 		}
 		s.w.inflight--
+		s.jobOldest = s.jobOldest[1:]
+		s.updateLag()
 		if res.err != nil {
 			return res.err
 		}

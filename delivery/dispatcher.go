@@ -50,6 +50,8 @@ type Config struct {
 	// AllowPrivate allows endpoints on loopback and private addresses, for
 	// development (CIVICBASE_DEV=true).
 	AllowPrivate bool
+	// Metrics records attempts when not nil.
+	Metrics *Metrics
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -136,7 +138,9 @@ func (d *Dispatcher) work(ctx context.Context) {
 			case d.taken <- struct{}{}:
 			default:
 			}
-			d.results <- d.attempt(ctx, c)
+			res := d.attempt(ctx, c)
+			d.cfg.Metrics.observe(c, res)
+			d.results <- res
 		}
 	}
 }

@@ -33,6 +33,7 @@ type client struct {
 	replyRoom    int
 	stallTimeout time.Duration
 	slowClosed   *atomic.Int64
+	metrics      *Metrics
 	done         chan struct{} // closed when the session is gone or going
 
 	mu        sync.Mutex
@@ -75,7 +76,7 @@ type client struct {
 func newClient(id int64, log *slog.Logger, cfg Config, slowClosed *atomic.Int64) *client {
 	return &client{
 		id: id, log: log, sendBuffer: cfg.SendBuffer, replyRoom: cfg.replyRoom(),
-		stallTimeout: cfg.StallTimeout, slowClosed: slowClosed,
+		stallTimeout: cfg.StallTimeout, slowClosed: slowClosed, metrics: cfg.Metrics,
 		done: make(chan struct{}),
 		subs: make(map[string]*subscription),
 	}
@@ -201,6 +202,7 @@ func (c *client) closeSlowLocked() {
 		return
 	}
 	c.slowClosed.Add(1)
+	c.metrics.slowClosed()
 	c.log.Warn("closing a session that reads too slowly", "conn_id", c.id, "last_id", c.resumeID, "queued", c.outstanding)
 	c.closeLocked(closeTooSlow, slowReason(c.resumeID))
 }

@@ -92,6 +92,8 @@ type Config struct {
 	// handshake. They are always allowed, as are origins whose host equals
 	// the request's Host. Other origins get 403. Empty allows no others.
 	AllowedOrigins []string
+	// Metrics records sessions and messages when not nil.
+	Metrics *Metrics
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -249,6 +251,7 @@ func (h *Hub) addClient() (*client, bool) {
 	c := newClient(h.nextConnID.Add(1), h.log, h.cfg, &h.slowClosed)
 	h.clients[c] = struct{}{}
 	h.handlers.Add(1)
+	h.cfg.Metrics.addConnections(1)
 	return c, true
 }
 
@@ -266,6 +269,7 @@ func (h *Hub) removeClient(c *client) {
 	h.sessionsMu.Lock()
 	delete(h.clients, c)
 	h.sessionsMu.Unlock()
+	h.cfg.Metrics.addConnections(-1)
 	h.handlers.Done()
 }
 
@@ -280,7 +284,10 @@ func (h *Hub) onConnect(s *melody.Session) {
 	h.log.Debug("session connected", "conn_id", c.id)
 }
 
-func (h *Hub) onSent(s *melody.Session, _ []byte) { clientOf(s).sent() }
+func (h *Hub) onSent(s *melody.Session, _ []byte) {
+	h.cfg.Metrics.messageSent()
+	clientOf(s).sent()
+}
 
 // onError runs on read and write errors. A write error means the connection
 // is gone, so the session's context ends and a running replay or catch-up

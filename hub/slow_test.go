@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/civicbase/civicbase/hub"
@@ -18,6 +19,8 @@ func TestSlowClientClosedWith4008(t *testing.T) {
 	cfg := testConfig()
 	cfg.SendBuffer = 8
 	cfg.StallTimeout = 500 * time.Millisecond
+	reg := prometheus.NewRegistry()
+	cfg.Metrics = hub.NewMetrics(reg)
 	b := setup(t, cfg)
 	slow := dial(t, b.url)
 	slow.authenticate(adminToken)
@@ -58,6 +61,7 @@ func TestSlowClientClosedWith4008(t *testing.T) {
 	b.write(t, after)
 	require.Equal(t, after.ID, fast.readType("create").ID)
 	require.Equal(t, int64(1), b.hub.SlowClosed())
+	require.Equal(t, 1.0, metricValue(t, reg, "civicbase_realtime_slow_closes_total"))
 }
 
 // A burst larger than SendBuffer sends a client that reads as fast as it

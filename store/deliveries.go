@@ -44,6 +44,9 @@ type Claimed struct {
 	// Attempts counts earlier attempts, not this one.
 	Attempts int
 	Payload  []byte
+	// CommitTime is the source commit time of the event, zero when the
+	// event was pruned.
+	CommitTime time.Time
 	// LeaseUntil identifies this claim: a result is applied only while the
 	// delivery still carries it, so a retry or replay requested during the
 	// attempt is not overwritten by the attempt's outcome.
@@ -68,7 +71,8 @@ func (s *Store) Claim(ctx context.Context, limit int, lease time.Duration) ([]Cl
 		UPDATE civicbase.deliveries d SET next_attempt_at = now() + $2::interval
 		FROM due WHERE d.id = due.id
 		RETURNING d.id, d.webhook_id, d.event_id, d.attempts, d.next_attempt_at,
-			coalesce(d.payload, (SELECT e.payload FROM civicbase.events e WHERE e.id = d.event_id))`,
+			coalesce(d.payload, (SELECT e.payload FROM civicbase.events e WHERE e.id = d.event_id)),
+			(SELECT e.commit_time FROM civicbase.events e WHERE e.id = d.event_id)`,
 		limit, lease)
 	if err != nil {
 		return nil, fmt.Errorf("claiming deliveries: %w", err)
@@ -76,7 +80,11 @@ func (s *Store) Claim(ctx context.Context, limit int, lease time.Duration) ([]Cl
 	claimed, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Claimed, error) {
 		var c Claimed
 		var payload *string
-		err := row.Scan(&c.ID, &c.WebhookID, &c.EventID, &c.Attempts, &c.LeaseUntil, &payload)
+		var commitTime *time.Time
+		err := row.Scan(&c.ID, &c.WebhookID, &c.EventID, &c.Attempts, &c.LeaseUntil, &payload, &commitTime)
+		if commitTime != nil {
+			c.CommitTime = *commitTime
+		}
 		if payload != nil {
 			c.Payload = []byte(*payload)
 		}
