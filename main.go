@@ -6,6 +6,7 @@
 //	civicbase serve      run the service (the default)
 //	civicbase dev        run against a throwaway local Postgres with a demo schema
 //	civicbase migrate    apply schema migrations and exit
+//	civicbase status     print the slot, event store and webhook queue state
 package main
 
 import (
@@ -38,6 +39,8 @@ func main() {
 		err = benchCommand(ctx, log, args)
 	case "migrate":
 		err = migrateCommand(ctx, log)
+	case "status":
+		err = statusCommand(ctx, os.Stdout, os.Getenv)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return
@@ -57,6 +60,8 @@ Commands:
   dev       start a throwaway local Postgres with a demo schema and run the service
             (--keep keeps the cluster folder after Ctrl-C)
   migrate   apply schema migrations to DATABASE_URL and exit
+  status    print the slot, event store and webhook queue state of DATABASE_URL
+  bench     run a benchmark on a throwaway cluster: capture, webhooks or realtime
 
 Environment:
   DATABASE_URL            database to watch (required)
