@@ -4,6 +4,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -24,6 +25,7 @@ type composeService struct {
 	Command     []string          `yaml:"command"`
 	Environment map[string]string `yaml:"environment"`
 	Volumes     []string          `yaml:"volumes"`
+	Ports       []string          `yaml:"ports"`
 	DependsOn   map[string]struct {
 		Condition string `yaml:"condition"`
 	} `yaml:"depends_on"`
@@ -74,6 +76,62 @@ func TestComposeService(t *testing.T) {
 
 	require.Contains(t, service.DependsOn, "postgres")
 	require.Equal(t, "service_healthy", service.DependsOn["postgres"].Condition)
+}
+
+// requireLocalPorts checks that every published port of service is bound
+// to 127.0.0.1 and that containerPort is among them.
+func requireLocalPorts(t *testing.T, name string, service composeService, containerPort string) {
+	t.Helper()
+	require.NotEmpty(t, service.Ports, "service %s publishes no port", name)
+	var published []string
+	for _, port := range service.Ports {
+		require.True(t, strings.HasPrefix(port, "127.0.0.1:"),
+			"service %s publishes %q beyond localhost; bind it to 127.0.0.1", name, port)
+		published = append(published, port[strings.LastIndex(port, ":")+1:])
+	}
+	require.Contains(t, published, containerPort, "service %s does not publish port %s", name, containerPort)
+}
+
+// requireMountedDirectory checks that service mounts the repository folder
+// source read-only at target and that the folder exists.
+func requireMountedDirectory(t *testing.T, name string, service composeService, source, target string) {
+	t.Helper()
+	require.Contains(t, service.Volumes, "./"+source+":"+target+":ro")
+	info, err := os.Stat(source)
+	require.NoError(t, err, "service %s mounts folder %s, which is missing", name, source)
+	require.True(t, info.IsDir(), "service %s mounts %s, which is not a folder", name, source)
+}
+
+func TestComposePrometheus(t *testing.T) {
+	t.Parallel()
+	prometheus, ok := readCompose(t).Services["prometheus"]
+	require.True(t, ok, "service prometheus is missing")
+
+	require.True(t, strings.HasPrefix(prometheus.Image, "prom/prometheus:"), "image %q", prometheus.Image)
+	require.Contains(t, prometheus.Command, "--config.file=/etc/prometheus/prometheus.yml")
+	requireMountedDirectory(t, "prometheus", prometheus, "deploy/prometheus", "/etc/prometheus")
+	require.FileExists(t, "deploy/prometheus/prometheus.yml")
+	require.FileExists(t, "deploy/prometheus/alerts.yml")
+	requireLocalPorts(t, "prometheus", prometheus, "9090")
+}
+
+func TestComposeGrafana(t *testing.T) {
+	t.Parallel()
+	grafana, ok := readCompose(t).Services["grafana"]
+	require.True(t, ok, "service grafana is missing")
+
+	require.True(t, strings.HasPrefix(grafana.Image, "grafana/grafana:"), "image %q", grafana.Image)
+	requireMountedDirectory(t, "grafana", grafana, "deploy/grafana/provisioning", "/etc/grafana/provisioning")
+	requireMountedDirectory(t, "grafana", grafana, "deploy/grafana/dashboards", "/etc/grafana/dashboards")
+	require.FileExists(t, "deploy/grafana/dashboards/civicbase.json")
+	requireLocalPorts(t, "grafana", grafana, "3000")
+
+	require.Equal(t, "true", grafana.Environment["GF_AUTH_ANONYMOUS_ENABLED"])
+	require.Equal(t, "Viewer", grafana.Environment["GF_AUTH_ANONYMOUS_ORG_ROLE"],
+		"anonymous visitors must not be able to change dashboards")
+	require.Regexp(t, regexp.MustCompile(`^\$\{GRAFANA_ADMIN_PASSWORD[:}]`), grafana.Environment["GF_SECURITY_ADMIN_PASSWORD"],
+		"the admin password must come from the environment")
+	require.Contains(t, grafana.DependsOn, "prometheus")
 }
 
 func TestDemoConfigParses(t *testing.T) {
