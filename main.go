@@ -13,23 +13,28 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
 func main() {
+	log, err := newLogger(os.Stderr, os.Getenv)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "civicbase: %v\n", err)
+		os.Exit(1)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cmd := "serve"
 	args := os.Args[1:]
 	if len(args) > 0 {
 		cmd, args = args[0], args[1:]
 	}
-	var err error
 	switch cmd {
 	case "serve":
 		err = serveCommand(ctx, log)
@@ -49,7 +54,36 @@ func main() {
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("civicbase stopped", "err", err)
+		stop()
 		os.Exit(1)
+	}
+}
+
+// newLogger builds the process logger from CIVICBASE_LOG_FORMAT (text or
+// json, default text) and CIVICBASE_LOG_LEVEL (debug, info, warn or error,
+// default info).
+func newLogger(w io.Writer, getenv func(string) string) (*slog.Logger, error) {
+	var level slog.Level
+	switch v := strings.ToLower(getenv("CIVICBASE_LOG_LEVEL")); v {
+	case "debug":
+		level = slog.LevelDebug
+	case "", "info":
+		level = slog.LevelInfo
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	default:
+		return nil, fmt.Errorf("CIVICBASE_LOG_LEVEL=%q is not a log level; use debug, info, warn or error", getenv("CIVICBASE_LOG_LEVEL"))
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch v := getenv("CIVICBASE_LOG_FORMAT"); strings.ToLower(v) {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("CIVICBASE_LOG_FORMAT=%q is not a log format; use text or json", v)
 	}
 }
 
@@ -69,4 +103,6 @@ Environment:
   CIVICBASE_ADDR          listen address (default :8080)
   CIVICBASE_CONFIG        YAML file: tables, models, semantic events, slot, retention
   CIVICBASE_DEV           true allows loopback and private webhook URLs
+  CIVICBASE_LOG_FORMAT    log format on stderr: text (default) or json
+  CIVICBASE_LOG_LEVEL     minimum log level: debug, info (default), warn or error
 `

@@ -188,8 +188,8 @@ func (c *SlotCollector) Collect(ch chan<- prometheus.Metric) {
 // starts at the first scrape that sees the position and grows only while
 // scrapes happen.
 //
-// TODO: the reader does not yet end a session that stalls; a watchdog
-// would need this measurement inside the reader, independent of scrapes.
+// The reader ends a stalled session on its own, measured independently of
+// scrapes: see session.watchdog and the stallTimeout setting.
 func (c *SlotCollector) stalled(current, confirmed *string) time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()

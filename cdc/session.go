@@ -48,6 +48,15 @@ type session struct {
 	flushAt      time.Time
 	nextStatus   time.Time
 	readDeadline time.Time
+
+	// Stall watchdog state. serverWAL is the highest server position seen
+	// in keepalives and WAL data. progressed is set when a message arrives
+	// or a write finishes, and tick moves lastProgress to that time. pinged
+	// records that a reply was requested during the current silence.
+	serverWAL    pglogrepl.LSN
+	progressed   bool
+	lastProgress time.Time
+	pinged       bool
 }
 
 func newSession(r *Reader, conn *pgconn.PgConn, checkpoint pglogrepl.LSN) *session {
@@ -63,6 +72,7 @@ func newSession(r *Reader, conn *pgconn.PgConn, checkpoint pglogrepl.LSN) *sessi
 // until the next standby status update or the next batch flush is due.
 func (s *session) stream(ctx context.Context) error {
 	s.nextStatus = time.Now().Add(s.r.cfg.StatusInterval)
+	s.lastProgress = time.Now()
 	s.w = startWriter(ctx, s.r.store)
 	defer s.w.close()
 	stopWake := context.AfterFunc(ctx, func() { _ = s.conn.Conn().SetReadDeadline(time.Now()) })
@@ -83,6 +93,9 @@ func (s *session) stream(ctx context.Context) error {
 		if !s.flushAt.IsZero() && s.flushAt.Before(deadline) {
 			deadline = s.flushAt
 		}
+		if watch := s.watchdogDeadline(time.Now()); !watch.IsZero() && watch.Before(deadline) {
+			deadline = watch
+		}
 		if s.w.inflight > 0 {
 			// A finished write cannot interrupt the receive, so poll for it.
 			// Whole milliseconds keep the deadline from changing per message.
@@ -91,6 +104,9 @@ func (s *session) stream(ctx context.Context) error {
 			}
 		}
 		msg, err := s.receive(ctx, deadline)
+		if err == nil {
+			s.progressed = true
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return s.drain(ctx)
@@ -124,15 +140,19 @@ func (s *session) receive(ctx context.Context, deadline time.Time) (pgproto3.Bac
 	return s.conn.ReceiveMessage(context.Background())
 }
 
-// tick runs the timed duties: it flushes a waiting batch and sends the
-// periodic status update. When idle, that update requests a keepalive, so
-// the slot can advance past WAL that contains no watched changes.
+// tick runs the timed duties: it flushes a waiting batch, runs the stall
+// watchdog and sends the periodic status update. When idle, that update
+// requests a keepalive, so the slot can advance past WAL that contains no
+// watched changes.
 func (s *session) tick(ctx context.Context) error {
 	now := time.Now()
 	if !s.flushAt.IsZero() && !now.Before(s.flushAt) {
 		if err := s.flush(ctx); err != nil {
 			return err
 		}
+	}
+	if err := s.watchdog(ctx, now); err != nil {
+		return err
 	}
 	if now.Before(s.nextStatus) {
 		return nil
@@ -180,6 +200,7 @@ func (s *session) handleCopyData(ctx context.Context, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("parsing keepalive: %w", err)
 		}
+		s.serverWAL = max(s.serverWAL, ka.ServerWALEnd)
 		// Everything before the server's position has reached us, so when
 		// nothing is pending the slot may move there. This keeps an idle or
 		// unwatched-only database from pinning WAL.
@@ -195,6 +216,7 @@ func (s *session) handleCopyData(ctx context.Context, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("parsing XLogData: %w", err)
 		}
+		s.serverWAL = max(s.serverWAL, xld.ServerWALEnd)
 		return s.handleWAL(ctx, xld)
 	}
 	return nil
@@ -360,6 +382,7 @@ func (s *session) collect(ctx context.Context, wait bool) error {
 		if res.err != nil {
 			return res.err
 		}
+		s.progressed = true
 		if res.lsn > s.durable {
 			s.durable = res.lsn
 			if err := s.sendStatus(ctx, false); err != nil {

@@ -64,6 +64,11 @@ type Config struct {
 	// StatusInterval is how often the reader sends a standby status update
 	// when nothing else prompts one. Default 10s.
 	StatusInterval time.Duration `yaml:"statusInterval"`
+	// StallTimeout is how long a streaming session may go without
+	// receiving a message or storing a write, while the server's WAL
+	// position is ahead of the stored position, before the reader ends it
+	// and reconnects. Default 2m, minimum 10s.
+	StallTimeout time.Duration `yaml:"stallTimeout"`
 	// BatchSize is the most events written to the store in one transaction.
 	// Default 2000.
 	BatchSize int `yaml:"batchSize"`
@@ -215,6 +220,7 @@ func (c Config) WithDefaults() Config {
 	c.Retention = cmp.Or(c.Retention, 7*24*time.Hour)
 	c.ReplicaIdentity = cmp.Or(c.ReplicaIdentity, IdentityFull)
 	c.StatusInterval = cmp.Or(c.StatusInterval, 10*time.Second)
+	c.StallTimeout = cmp.Or(c.StallTimeout, 2*time.Minute)
 	c.BatchSize = cmp.Or(c.BatchSize, 2000)
 	c.Webhooks.RotationGrace = cmp.Or(c.Webhooks.RotationGrace, 24*time.Hour)
 	tables := make([]Table, len(c.Tables))

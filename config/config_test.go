@@ -40,6 +40,7 @@ func TestParseAppliesDefaults(t *testing.T) {
 	require.Equal(t, "civicbase_slot", c.Slot)
 	require.Equal(t, 7*24*time.Hour, c.Retention)
 	require.Equal(t, IdentityFull, c.ReplicaIdentity)
+	require.Equal(t, 2*time.Minute, c.StallTimeout)
 	require.Equal(t, Table{Name: "public.user_profiles", Model: "UserProfile", ReplicaIdentity: IdentityFull}, c.Tables[0])
 	require.Equal(t, Table{Name: "app.orders", Model: "Order", ReplicaIdentity: IdentityDefault}, c.Tables[1])
 }
@@ -52,6 +53,7 @@ func TestParseRejectsBadInput(t *testing.T) {
 		{"UnknownField", "tabels: []", "field tabels not found"},
 		{"BadSlot", "slot: Bad-Slot", `slot "Bad-Slot" is not a valid slot name`},
 		{"ShortRetention", "retention: 1s", "retention 1s is too short"},
+		{"ShortStallTimeout", "stallTimeout: 5s", "stallTimeout 5s is too short"},
 		{"BadIdentity", "replicaIdentity: nothing", `replicaIdentity "nothing" is not known`},
 		{"OwnSchema", "tables: [{name: civicbase.events}]", "the service's own schema civicbase"},
 		{"Duplicate", "tables: [{name: a}, {name: public.a}]", `table "public.a" is listed twice`},

@@ -28,6 +28,9 @@ func (c Config) validateFile() error {
 	if c.StatusInterval < 100*time.Millisecond || c.StatusInterval > time.Minute {
 		add("statusInterval %s is out of range; use 100ms to 1m", c.StatusInterval)
 	}
+	if c.StallTimeout < 10*time.Second {
+		add("stallTimeout %s is too short; use at least 10s, e.g. 2m", c.StallTimeout)
+	}
 	if c.BatchSize < 1 || c.BatchSize > 100000 {
 		add("batchSize %d is out of range; use 1 to 100000", c.BatchSize)
 	}
