@@ -217,6 +217,7 @@ func printDevBanner(w io.Writer, s devSession) {
 	psql, found := findPsql()
 	fmt.Fprintf(w, "\ncivicbase dev is running.\n\n")
 	fmt.Fprintf(w, "  API          %s\n", s.apiURL)
+	fmt.Fprintf(w, "  Live page    %s/ (paste the admin token)\n", s.apiURL)
 	fmt.Fprintf(w, "  Admin token  %s\n", s.token)
 	fmt.Fprintf(w, "  Database     %s\n", s.dbURL)
 	if s.keep {

@@ -143,6 +143,7 @@ func New(opts Options) *fiber.App {
 		app.Get("/metrics", metricsHandler(opts.Gatherer, a.logger))
 	}
 	app.Get("/events", a.requireToken, a.listEvents)
+	registerLivePage(app)
 	if opts.Webhooks != nil {
 		a.hooks = newWebhookAPI(opts)
 		a.registerWebhookRoutes(app)

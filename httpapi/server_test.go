@@ -40,7 +40,7 @@ func TestUnknownRoute(t *testing.T) {
 	resp := bundle.do(t, http.MethodGet, "/foo", "", nil)
 
 	detail := requireError(t, resp, http.StatusNotFound, "not_found")
-	require.Equal(t, "no route GET /foo; the API serves GET /events, GET /healthz, GET /readyz", detail.Message)
+	require.Equal(t, "no route GET /foo; the API serves GET /, GET /app.css, GET /app.js, GET /events, GET /healthz, GET /readyz", detail.Message)
 	require.Empty(t, detail.Field)
 	require.Equal(t, "nosniff", resp.header.Get("X-Content-Type-Options"))
 }
