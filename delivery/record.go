@@ -54,8 +54,8 @@ func (d *Dispatcher) recordBatch(ctx context.Context, batch []store.Result, warn
 			break
 		}
 		// The attempts happened, but until they are recorded the leases
-		// keep the deliveries from being sent again; past the lease they
-		// are retried, which duplicates at worst.
+		// keep the deliveries from being sent again. After the lease they
+		// are sent again, which at worst duplicates them.
 		d.log.ErrorContext(ctx, "recording delivery results failed; retrying", "count", len(batch), "attempt", try+1, "err", err)
 		if try == 4 {
 			return
@@ -67,8 +67,8 @@ func (d *Dispatcher) recordBatch(ctx context.Context, batch []store.Result, warn
 	}
 }
 
-// afterResult keeps the endpoint's failure streak and disables endpoints
-// that returned 410 or have failed for DisableAfter.
+// afterResult keeps the endpoint's failure streak, disables endpoints that
+// have failed for DisableAfter, and logs endpoints disabled after a 410.
 func (d *Dispatcher) afterResult(ctx context.Context, r store.Result, warned map[string]time.Time) {
 	log := d.log.With("webhook_id", r.WebhookID, "delivery_id", r.DeliveryID)
 	hook, err := d.hooks.get(ctx, r.WebhookID)
@@ -95,8 +95,8 @@ func (d *Dispatcher) afterResult(ctx context.Context, r store.Result, warned map
 		return
 	}
 	switch {
-	case r.StatusCode == 410:
-		d.disable(ctx, r.WebhookID, "the endpoint returned status 410 Gone")
+	case r.DisableReason != "":
+		d.disabled(ctx, r.WebhookID, r.DisableReason) // Record disabled it
 		return
 	case r.Status == store.StatusDead:
 		log.WarnContext(ctx, "delivery is dead; retry it through the API once the endpoint is fixed", "err", r.Error)
@@ -130,6 +130,11 @@ func (d *Dispatcher) disable(ctx context.Context, id, reason string) {
 		d.log.ErrorContext(ctx, "disabling webhook failed", "webhook_id", id, "err", err)
 		return
 	}
+	d.disabled(ctx, id, reason)
+}
+
+// disabled drops a disabled endpoint from the cache and logs what to do.
+func (d *Dispatcher) disabled(ctx context.Context, id, reason string) {
 	d.hooks.forget(id)
 	d.log.ErrorContext(ctx, "webhook disabled; re-enable it with PATCH /webhooks/{id} {\"active\":true}", "webhook_id", id, "reason", reason)
 }

@@ -15,12 +15,15 @@ import (
 	"github.com/civicbase/civicbase/store"
 )
 
-// responseExcerpt is how much of a response body is kept with an attempt;
-// drainLimit is how much more is read so the connection can be reused.
+// responseExcerpt is how much of a response body is kept with an attempt.
+// drainLimit is how much more is read, so the connection can be reused.
 const (
 	responseExcerpt = 1024
 	drainLimit      = 64 << 10
 )
+
+// goneReason is the disabled reason of an endpoint that returned 410.
+const goneReason = "the endpoint returned status 410 Gone"
 
 // maxRetryAfter caps a receiver's Retry-After so a typo cannot park a
 // delivery for years.
@@ -35,8 +38,9 @@ type outcome struct {
 	// permanent failures are not retried. They are other 4xx statuses,
 	// redirects, and addresses the guard rejects.
 	permanent bool
-	// gone means the endpoint returned 410 and is disabled.
-	gone bool
+	// endpointGone means the endpoint returned 410 Gone, so recording the
+	// result disables it.
+	endpointGone bool
 }
 
 // attempt sends one claimed delivery and returns its result.
@@ -71,11 +75,11 @@ func (d *Dispatcher) settle(res store.Result, c store.Claimed, out outcome) stor
 	switch {
 	case out.err == nil:
 		res.Status = store.StatusDelivered
-	case out.gone:
-		// The endpoint is disabled once this result is recorded, and the
-		// delivery waits for it to be enabled. The first retry delay keeps
-		// it from being claimed again before the endpoint is disabled.
-		res.Status, res.NextAttempt = store.StatusPending, res.AttemptedAt.Add(res.Duration+d.cfg.Schedule[0])
+	case out.endpointGone:
+		// Recording the result disables the endpoint in the same
+		// transaction, and the delivery waits for it to be enabled again.
+		res.Status, res.NextAttempt = store.StatusPending, res.AttemptedAt
+		res.DisableReason = goneReason
 	case out.permanent:
 		res.Status = store.StatusDead
 	default:
@@ -124,7 +128,7 @@ func classify(resp *http.Response) outcome {
 	case code >= 200 && code < 300:
 		return out
 	case code == http.StatusGone:
-		out.err, out.gone = errors.New("endpoint returned status 410 Gone; it is disabled until re-enabled"), true
+		out.err, out.endpointGone = errors.New("endpoint returned status 410 Gone; it is disabled until re-enabled"), true
 	case code == http.StatusTooManyRequests:
 		out.err, out.retryAfter = fmt.Errorf("endpoint returned status %d", code), retryAfter(resp.Header.Get("Retry-After"))
 	case code >= 500:

@@ -16,18 +16,23 @@ const (
 	StatusDead      = "dead"
 )
 
-// fanOut creates one delivery per stored event in [first, last] per active
-// endpoint whose patterns match it. Model patterns ("User.updated",
-// "User.*") match only the generic data.* events; "*" and exact names match
-// any event.
-func fanOut(ctx context.Context, tx pgx.Tx, first, last string) error {
-	_, err := tx.Exec(ctx, `INSERT INTO civicbase.deliveries (webhook_id, event_id, row_key)
+// queueMatching selects, for events e joined with webhooks w, the delivery
+// rows of the events that w's patterns match. Model patterns
+// ("User.updated", "User.*") match only the generic data.* events; "*" and
+// exact names match any event. The row key (table and primary key) orders
+// deliveries of the same row. fanOut and Replay add their own conditions.
+const queueMatching = `INSERT INTO civicbase.deliveries (webhook_id, event_id, row_key)
 		SELECT w.id, e.id, e.table_name || ':' || coalesce(e.instance_id, '')
 		FROM civicbase.events e
-		JOIN civicbase.webhooks w ON w.active AND w.events && ARRAY['*', e.event,
+		JOIN civicbase.webhooks w ON w.events && ARRAY['*', e.event,
 			CASE WHEN e.event LIKE 'data.%' THEN e.model || '.*' END,
 			CASE WHEN e.event LIKE 'data.%' THEN e.model || '.' || substr(e.event, 6) END]
-		WHERE e.id BETWEEN $1 AND $2
+		`
+
+// fanOut creates one delivery per stored event in [first, last] per active
+// endpoint whose patterns match it.
+func fanOut(ctx context.Context, tx pgx.Tx, first, last string) error {
+	_, err := tx.Exec(ctx, queueMatching+`WHERE w.active AND e.id BETWEEN $1 AND $2
 		ORDER BY e.id
 		ON CONFLICT (webhook_id, event_id) DO NOTHING`, first, last)
 	if err != nil {
@@ -111,6 +116,10 @@ type Result struct {
 	// it is due again.
 	Status      string
 	NextAttempt time.Time
+	// DisableReason, when set, disables the endpoint in the same transaction
+	// that records the result, so the delivery cannot be claimed again
+	// before the endpoint is disabled.
+	DisableReason string
 }
 
 // Record stores the results of a batch of attempts: each delivery's new
@@ -122,7 +131,11 @@ func (s *Store) Record(ctx context.Context, results []Result) error {
 	statuses, errs, responses := make([]string, n), make([]*string, n), make([]*string, n)
 	attempted, next := make([]time.Time, n), make([]time.Time, n)
 	durations := make([]float64, n)
+	var disable, reasons []string
 	for i, r := range results {
+		if r.DisableReason != "" {
+			disable, reasons = append(disable, r.WebhookID), append(reasons, r.DisableReason)
+		}
 		ids[i], statuses[i], attempted[i], next[i] = r.DeliveryID, r.Status, r.AttemptedAt, r.NextAttempt
 		leases[i], attempts[i] = r.LeaseUntil, int32(r.Attempts)
 		durations[i] = float64(r.Duration.Microseconds()) / 1000
@@ -143,11 +156,14 @@ func (s *Store) Record(ctx context.Context, results []Result) error {
 			UPDATE civicbase.deliveries d SET status = r.status, attempts = r.attempts + 1,
 				next_attempt_at = r.next_attempt_at, last_error = r.error,
 				delivered_at = CASE WHEN r.status = 'delivered' THEN r.attempted_at END
-			FROM r WHERE d.id = r.id AND d.next_attempt_at = r.lease_until AND d.status = 'pending')
+			FROM r WHERE d.id = r.id AND d.next_attempt_at = r.lease_until AND d.status = 'pending'),
+		disabled AS (
+			UPDATE civicbase.webhooks w SET active = false, disabled_reason = x.reason, updated_at = now()
+			FROM unnest($11::text[], $12::text[]) AS x(id, reason) WHERE w.id = x.id)
 		INSERT INTO civicbase.delivery_attempts (delivery_id, attempted_at, status_code, duration_ms, error, response)
 		SELECT r.id, r.attempted_at, r.status_code, r.duration_ms, r.error, r.response FROM r
 		WHERE EXISTS (SELECT 1 FROM civicbase.deliveries d WHERE d.id = r.id)`,
-		ids, statuses, attempted, next, durations, codes, errs, responses, leases, attempts)
+		ids, statuses, attempted, next, durations, codes, errs, responses, leases, attempts, disable, reasons)
 	if err != nil {
 		return fmt.Errorf("recording %d delivery attempts: %w", n, err)
 	}

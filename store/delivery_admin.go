@@ -76,13 +76,7 @@ func (s *Store) RetryDelivery(ctx context.Context, webhookID string, deliveryID 
 // commit time at or after since). Events delivered before are sent again.
 // It returns how many deliveries it queued.
 func (s *Store) Replay(ctx context.Context, webhookID, afterID string, since time.Time) (int64, error) {
-	tag, err := s.pool.Exec(ctx, `INSERT INTO civicbase.deliveries (webhook_id, event_id, row_key)
-		SELECT w.id, e.id, e.table_name || ':' || coalesce(e.instance_id, '')
-		FROM civicbase.events e
-		JOIN civicbase.webhooks w ON w.id = $1 AND w.events && ARRAY['*', e.event,
-			CASE WHEN e.event LIKE 'data.%' THEN e.model || '.*' END,
-			CASE WHEN e.event LIKE 'data.%' THEN e.model || '.' || substr(e.event, 6) END]
-		WHERE CASE WHEN $2 <> '' THEN e.id > $2 ELSE e.commit_time >= $3 END
+	tag, err := s.pool.Exec(ctx, queueMatching+`WHERE w.id = $1 AND CASE WHEN $2 <> '' THEN e.id > $2 ELSE e.commit_time >= $3 END
 		ORDER BY e.id
 		ON CONFLICT (webhook_id, event_id) DO UPDATE
 			SET status = 'pending', attempts = 0, next_attempt_at = now(), delivered_at = NULL`, webhookID, afterID, since)
