@@ -36,17 +36,19 @@ func benchCommand(ctx context.Context, log *slog.Logger, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
-			return err
+			return fmt.Errorf("creating the CPU profile: %w", err)
 		}
 		defer f.Close()
 		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
+			return fmt.Errorf("starting the CPU profile: %w", err)
 		}
 		defer pprof.StopCPUProfile()
 	}
+
 	switch name := fs.Arg(0); name {
 	case "capture", "webhooks":
 	case "realtime":
@@ -55,8 +57,9 @@ func benchCommand(ctx context.Context, log *slog.Logger, args []string) error {
 		return fmt.Errorf("unknown benchmark %q; run `civicbase bench capture`, `civicbase bench webhooks` or `civicbase bench realtime`", name)
 	}
 	if *changes < 10_000 || *changes%10_000 != 0 {
-		return fmt.Errorf("-changes %d must be a multiple of 10000", *changes)
+		return fmt.Errorf("-changes %d is invalid; use a multiple of 10000, at least 10000", *changes)
 	}
+
 	c, err := pgcluster.Start(context.WithoutCancel(ctx), pgcluster.Options{})
 	if err != nil {
 		return err
@@ -236,24 +239,27 @@ func runWorkload(ctx context.Context, pool *pgxpool.Pool, changes int) (time.Tim
 }
 
 // rawDecode is the baseline: a bare pglogrepl reader that decodes every
-// pgoutput message and discards it. It acknowledges what it received.
+// pgoutput message and discards it. It never acknowledges, which is fine
+// for a slot that the benchmark drops with its database.
 func rawDecode(ctx context.Context, cfg config.Config, slot string, changes int) (benchResult, error) {
 	pc, err := pgconn.ParseConfig(cfg.DatabaseURL.Reveal())
 	if err != nil {
-		return benchResult{}, err
+		return benchResult{}, fmt.Errorf("parsing the bench database URL: %w", err)
 	}
 	pc.RuntimeParams["replication"] = "database"
 	conn, err := pgconn.ConnectConfig(ctx, pc)
 	if err != nil {
-		return benchResult{}, err
+		return benchResult{}, fmt.Errorf("opening a replication connection: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+
 	err = pglogrepl.StartReplication(ctx, conn, slot, 0, pglogrepl.StartReplicationOptions{
 		PluginArgs: []string{"proto_version '1'", "publication_names '" + cfg.Publication + "'"},
 	})
 	if err != nil {
-		return benchResult{}, err
+		return benchResult{}, fmt.Errorf("starting replication on slot %s: %w", slot, err)
 	}
+
 	var seen int
 	var start time.Time
 	heap := newHeapSampler()
@@ -284,6 +290,7 @@ func rawDecode(ctx context.Context, cfg config.Config, slot string, changes int)
 			seen++
 		}
 	}
+
 	elapsed := time.Since(start)
 	return benchResult{rate: float64(changes) / elapsed.Seconds(), elapsed: elapsed, maxHeap: heap.stop()}, nil
 }

@@ -6,8 +6,8 @@
 // and writes them to the store in batches, one store transaction per batch,
 // grouping several source transactions when they are small. The position it
 // reports to the slot as flushed is the end LSN of the last source
-// transaction whose events are committed in the store, never the LSN merely
-// received, so a crash at any point replays work instead of losing it.
+// transaction whose events are committed in the store, not the LSN merely
+// received. A crash at any point therefore replays work instead of losing it.
 // Event ids derive from the commit LSN and the change's position in its
 // transaction, so a replay produces the same ids and the store skips them.
 package cdc

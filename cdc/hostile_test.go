@@ -231,7 +231,7 @@ func TestPartitionMoveIsDeleteAndCreate(t *testing.T) {
 	events := b.waitEvents(t, 3)
 
 	// Postgres logs a row that moves to another partition as a delete and
-	// an insert, and the README says so.
+	// an insert, as the README documents.
 	require.Equal(t, "data.deleted", events[1]["event"])
 	require.Equal(t, "1,2024-06-01", events[1]["instanceId"])
 	require.Equal(t, "data.created", events[2]["event"])

@@ -145,6 +145,7 @@ func (c *SlotCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *SlotCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), slotQueryTimeout)
 	defer cancel()
+
 	var lag, retained, safe *float64
 	var active bool
 	var status string
@@ -162,6 +163,7 @@ func (c *SlotCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		return
 	}
+
 	if lag != nil {
 		ch <- prometheus.MustNewConstMetric(slotLagDesc, prometheus.GaugeValue, *lag)
 	}
@@ -172,6 +174,7 @@ func (c *SlotCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(slotSafeDesc, prometheus.GaugeValue, *safe)
 	}
 	ch <- prometheus.MustNewConstMetric(slotActiveDesc, prometheus.GaugeValue, boolValue(active))
+
 	known := false
 	for _, s := range walStatuses {
 		known = known || s == status
@@ -185,7 +188,7 @@ func (c *SlotCollector) Collect(ch chan<- prometheus.Metric) {
 
 // stalled returns how long the confirmed position has not moved while the
 // server's position was ahead of it. It is measured between scrapes, so it
-// starts at the first scrape that sees the position and grows only while
+// starts at the first scrape that reads the position and grows only while
 // scrapes happen.
 //
 // The reader ends a stalled session on its own, measured independently of

@@ -32,9 +32,9 @@ type session struct {
 	checkpoint pglogrepl.LSN
 
 	batch []store.Event
-	// batchOldest is the commit time of the first change in batch, and
-	// jobOldest that of each job handed to the writer and not yet
-	// collected, in order; the zero time marks a job without events.
+	// batchOldest is the commit time of the first change in batch.
+	// jobOldest holds the same for each job handed to the writer and not
+	// yet collected, in order. The zero time marks a job without events.
 	batchOldest time.Time
 	jobOldest   []time.Time
 	w           *writer
@@ -323,7 +323,7 @@ func (s *session) decode(msg any) ([]*change, error) {
 
 // flush hands the batch and the checkpoint to the writer, which stores
 // them in one store transaction. Events of a transaction still in progress
-// may be in the batch; the checkpoint stays at the last complete
+// may be in the batch. The checkpoint stays at the last complete
 // transaction, so a crash replays the rest under the same ids.
 func (s *session) flush(ctx context.Context) error {
 	s.flushAt = time.Time{}

@@ -20,7 +20,7 @@ const minServerVersion = 150000
 
 // Preflight checks that the server can feed the service: its version,
 // wal_level, the role's privileges and that every configured table exists.
-// Each error says what to change.
+// Each error names what to change.
 func Preflight(ctx context.Context, pool *pgxpool.Pool, cfg config.Config) error {
 	var version int
 	var walLevel, role string

@@ -21,7 +21,7 @@ func stalled(lastProgress, now time.Time, serverWAL, durable pglogrepl.LSN, thre
 }
 
 // watchdog ends the session when it has stalled, and requests a keepalive
-// once the silence reaches half the threshold, so that a live server answers
+// once the silence reaches half the threshold, so that a live server replies
 // before the threshold passes.
 //
 // A store write in flight does not count as a stall, because writeTimeout

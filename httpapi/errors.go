@@ -59,8 +59,8 @@ func marshalError(e *apiError) []byte {
 		Error body `json:"error"`
 	}{body{e.Code, e.Message, field}})
 	if err != nil {
-		// json.Marshal cannot fail on a struct whose encoded members are all
-		// strings.
+		// Encoding cannot fail, because every member is a string or a
+		// string pointer.
 		panic(fmt.Sprintf("httpapi: encoding error response: %v", err))
 	}
 	return []byte(strings.TrimSuffix(buf.String(), "\n"))

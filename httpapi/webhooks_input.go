@@ -285,10 +285,11 @@ func checkDescription(description string) error {
 	return nil
 }
 
-// requestSecret parses the secret a request gives, or generates one when
-// given is nil. generated reports which. Errors never contain the secret.
-func requestSecret(given *string) (secret delivery.Secret, generated bool, err error) {
-	if given == nil {
+// requestSecret parses the secret in a request, or generates one when the
+// request has none (requested is nil). generated reports which. Errors
+// never contain the secret.
+func requestSecret(requested *string) (secret delivery.Secret, generated bool, err error) {
+	if requested == nil {
 		secret, err = delivery.GenerateSecret()
 		if err != nil {
 			return secret, true, fmt.Errorf("generating a webhook secret: %w", err)
@@ -300,10 +301,10 @@ func requestSecret(given *string) (secret delivery.Secret, generated bool, err e
 	}
 	// A NUL byte cannot be stored in Postgres text, and other control
 	// characters are easy to lose when a receiver copies the secret.
-	if strings.ContainsFunc(*given, unicode.IsControl) {
+	if strings.ContainsFunc(*requested, unicode.IsControl) {
 		return secret, false, invalid("secret contains a control character; use printable characters only, or omit the secret to have one generated")
 	}
-	secret, err = delivery.ParseSecret(*given)
+	secret, err = delivery.ParseSecret(*requested)
 	if err != nil {
 		return secret, false, invalid(err.Error())
 	}

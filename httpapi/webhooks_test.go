@@ -197,17 +197,17 @@ func TestWebhookCreate(t *testing.T) {
 	t.Run("GivenSecretNotEchoed", func(t *testing.T) {
 		t.Parallel()
 		bundle := setupWebhooks(t, devOptions())
-		given := "whsec_" + base64.StdEncoding.EncodeToString([]byte("a given key of 24 bytes!"))
+		chosenSecret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("a given key of 24 bytes!"))
 
-		resp := bundle.send(t, http.MethodPost, "/webhooks", `{"url":"`+devURL+`","events":["*"],"secret":"`+given+`"}`)
+		resp := bundle.send(t, http.MethodPost, "/webhooks", `{"url":"`+devURL+`","events":["*"],"secret":"`+chosenSecret+`"}`)
 
 		var hook webhookJSON
 		decodeStrict(t, resp, http.StatusCreated, &hook)
 		require.Nil(t, hook.Secret)
-		require.NotContains(t, string(resp.body), given)
+		require.NotContains(t, string(resp.body), chosenSecret)
 		stored, _ := bundle.storedSecrets(t, hook.ID)
-		require.Equal(t, "plain:"+given, stored)
-		require.NotContains(t, bundle.logs.String(), given)
+		require.Equal(t, "plain:"+chosenSecret, stored)
+		require.NotContains(t, bundle.logs.String(), chosenSecret)
 	})
 
 	t.Run("RawSecretAccepted", func(t *testing.T) {

@@ -99,13 +99,13 @@ func TestResumeFromPrunedID(t *testing.T) {
 	t.Parallel()
 	b := setup(t, testConfig())
 	pruned := b.event("UserProfile", "data.created", `{}`)
-	kept := b.event("UserProfile", "data.created", `{}`)
-	b.write(t, kept)
+	stored := b.event("UserProfile", "data.created", `{}`)
+	b.write(t, stored)
 	c := dial(t, b.url)
 	c.authenticate(adminToken)
 
 	c.send(map[string]any{"type": "subscribe", "id": "s1", "models": []string{"UserProfile"}, "since": pruned.ID})
 
-	require.Equal(t, kept.ID, c.readType("create").ID)
-	require.Equal(t, kept.ID, *c.readType("subscribed").LiveFrom)
+	require.Equal(t, stored.ID, c.readType("create").ID)
+	require.Equal(t, stored.ID, *c.readType("subscribed").LiveFrom)
 }

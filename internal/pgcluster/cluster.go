@@ -148,9 +148,9 @@ func (c *Cluster) writeConfig(fsync bool, walLevel string) error {
 		fmt.Sprintf("port = %d", c.Port),
 		fmt.Sprintf("unix_socket_directories = '%s'", c.Root),
 		"fsync = " + onOff[fsync],
-		// synchronous_commit stays on: with it off, the walsender sees a
+		// synchronous_commit stays on. With it off, the walsender sends a
 		// commit only after the WAL writer's next round (wal_writer_delay,
-		// 200ms), which would put that delay into every event's latency.
+		// 200ms by default), which adds that delay to every event's latency.
 		"full_page_writes = " + onOff[fsync],
 		"shared_buffers = 128MB",
 		"logical_decoding_work_mem = 64MB",
@@ -227,8 +227,9 @@ func makeRoot(parent string, cred *syscall.Credential) (string, error) {
 	return root, nil
 }
 
-// serverCredential returns nil unless we run as root, and then the uid and
-// gid of the postgres user, or nobody when that user does not exist.
+// serverCredential returns nil unless the process runs as root. As root it
+// returns the uid and gid of the postgres user, or of the nobody user when
+// postgres does not exist.
 func serverCredential() (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
@@ -242,7 +243,7 @@ func serverCredential() (*syscall.Credential, error) {
 		gid, _ := strconv.Atoi(u.Gid)
 		return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 	}
-	return nil, errors.New("running as root, and neither the postgres nor the nobody user exists to run initdb; run as an ordinary user")
+	return nil, errors.New("initdb cannot run as root, and neither the postgres nor the nobody user exists to run it instead; run civicbase as an ordinary user")
 }
 
 func freePort() (int, error) {
