@@ -469,6 +469,7 @@ func runRealtimeRate(ctx context.Context, rig *realtimeRig, clients []*realtimeC
 	clients[0].round.Store(round)
 	open := openClients(clients)
 	cpuStart := sampleCPU()
+	writesStart, syscallsStart := rig.hub.WriteCounts()
 
 	written, elapsed, err := writeChanges(ctx, rig.pool, round, rate)
 	if err != nil {
@@ -480,6 +481,11 @@ func runRealtimeRate(ctx context.Context, rig *realtimeRig, clients []*realtimeC
 	cpuEnd := sampleCPU()
 	fmt.Printf("  delivered %.0f messages/s from the first commit to the end of delivery\n", float64(res.delivered)/cpuEnd.at.Sub(cpuStart.at).Seconds())
 	printCPU(cpuStart, cpuEnd)
+	writes, syscalls := rig.hub.WriteCounts()
+	if n := syscalls - syscallsStart; n > 0 {
+		fmt.Printf("  hub writes: %d frames in %d system calls (%.2f frames per call)\n",
+			writes-writesStart, n, float64(writes-writesStart)/float64(n))
+	}
 	return res, nil
 }
 

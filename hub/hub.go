@@ -130,6 +130,7 @@ type Hub struct {
 	pool   *pgxpool.Pool
 	log    *slog.Logger
 	melody *melody.Melody
+	writes *batcher
 
 	// mu guards cursor, index and every subscription change. Fan-out holds
 	// it while it sends a page of events and moves the cursor. So a
@@ -161,6 +162,7 @@ func New(cfg Config, st *store.Store, pool *pgxpool.Pool, log *slog.Logger) *Hub
 		ready:   make(chan struct{}),
 		clients: make(map[*client]struct{}),
 	}
+	h.writes = newBatcher(batchLimit)
 	m := melody.New()
 	m.Config.MaxMessageSize = cfg.MaxMessageSize
 	m.Config.MessageBufferSize = cfg.SendBuffer + cfg.replyRoom() + melodyHeadroom
@@ -186,7 +188,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer h.removeClient(c)
 
-	err := h.melody.HandleRequestWithKeys(w, r, map[string]any{clientKey: c})
+	err := h.melody.HandleRequestWithKeys(hijacker{w, h.writes}, r, map[string]any{clientKey: c})
 	if err != nil {
 		h.log.DebugContext(r.Context(), "upgrading to websocket failed", "conn_id", c.id, "err", err)
 	}
@@ -216,8 +218,14 @@ func (h *Hub) checkOrigin(r *http.Request) bool {
 // did not read their messages fast enough.
 func (h *Hub) SlowClosed() int64 { return h.slowClosed.Load() }
 
+// WriteCounts returns how many writes the sessions' connections made and in
+// how many system calls they reached the sockets.
+func (h *Hub) WriteCounts() (writes, syscalls int64) {
+	return h.writes.writes.Load(), h.writes.syscalls.Load()
+}
+
 // Close closes every session with 4009, waits until their handlers have
-// returned and stops melody. Later calls do nothing.
+// returned and stops melody and the write batcher. Later calls do nothing.
 func (h *Hub) Close() {
 	h.closeOnce.Do(func() {
 		h.sessionsMu.Lock()
@@ -238,6 +246,7 @@ func (h *Hub) Close() {
 		if err := h.melody.Close(); err != nil {
 			h.log.Warn("closing melody failed", "err", err)
 		}
+		h.writes.stop()
 		h.log.Info("hub closed", "sessions", len(clients))
 	})
 }
