@@ -1,9 +1,12 @@
 package cdc
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/jackc/pglogrepl"
 )
 
 // Tuple column kinds in pgoutput's TupleData.
@@ -95,4 +98,113 @@ func decodeTuple(src []byte, dst []tupleColumn) ([]tupleColumn, []byte, error) {
 		dst = append(dst, col)
 	}
 	return dst, src, nil
+}
+
+// parseMessage parses a pgoutput message other than an insert, update or
+// delete, which decodeRowChange reads. pglogrepl.Parse (version
+// 0.0.0-20251213150135) reads past the end of a malformed Relation, Truncate
+// or logical decoding message and panics, and it allocates the relation ids
+// that a Truncate message claims before reading them. So the lengths of
+// Relation and Truncate messages are checked here first. Logical decoding
+// messages ('M') are returned as nil, because the session does not request
+// them and ignores them.
+func parseMessage(src []byte) (pglogrepl.Message, error) {
+	if len(src) == 0 {
+		return nil, fmt.Errorf("decoding empty message: %w", errShortMessage)
+	}
+	var err error
+	switch src[0] {
+	case 'I', 'U', 'D':
+		// pglogrepl decodes their tuples without bounds checks.
+		return nil, fmt.Errorf("decoding %q message: row changes are decoded by decodeRowChange", src[:1])
+	case 'M':
+		return nil, nil
+	case 'R':
+		err = checkRelation(src[1:])
+	case 'T':
+		err = checkTruncate(src[1:])
+	}
+	if err != nil {
+		return nil, fmt.Errorf("decoding %q message: %w", src[:1], err)
+	}
+	return pglogrepl.Parse(src)
+}
+
+// checkRelation checks the lengths in a Relation message body: relation id,
+// namespace, name, replica identity, column count, and per column its flags,
+// name, type id and type modifier.
+func checkRelation(src []byte) error {
+	r := lengthReader{src: src}
+	r.skip(4)
+	r.skipString()
+	r.skipString()
+	r.skip(1)
+	n := r.uint16()
+	for range n {
+		r.skip(1)
+		r.skipString()
+		r.skip(8)
+	}
+	return r.err
+}
+
+// checkTruncate checks that a Truncate message body holds the relation ids
+// it counts.
+func checkTruncate(src []byte) error {
+	r := lengthReader{src: src}
+	n := r.uint32()
+	r.skip(1)
+	if r.err == nil && uint64(n)*4 > uint64(len(r.src)) {
+		return fmt.Errorf("truncate claims %d relations but %d bytes remain: %w", n, len(r.src), errShortMessage)
+	}
+	return r.err
+}
+
+// lengthReader walks a message's fields. After the first field that does
+// not fit, err is set and every later call does nothing.
+type lengthReader struct {
+	src []byte
+	err error
+}
+
+// next returns the next n bytes, or nil when fewer remain.
+func (r *lengthReader) next(n int) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if len(r.src) < n {
+		r.err = errShortMessage
+		return nil
+	}
+	b := r.src[:n]
+	r.src = r.src[n:]
+	return b
+}
+
+func (r *lengthReader) skip(n int) { r.next(n) }
+
+func (r *lengthReader) skipString() {
+	if r.err != nil {
+		return
+	}
+	end := bytes.IndexByte(r.src, 0)
+	if end < 0 {
+		r.err = fmt.Errorf("string without a terminating NUL: %w", errShortMessage)
+		return
+	}
+	r.src = r.src[end+1:]
+}
+
+func (r *lengthReader) uint16() uint16 {
+	if b := r.next(2); b != nil {
+		return binary.BigEndian.Uint16(b)
+	}
+	return 0
+}
+
+func (r *lengthReader) uint32() uint32 {
+	if b := r.next(4); b != nil {
+		return binary.BigEndian.Uint32(b)
+	}
+	return 0
 }
