@@ -1,18 +1,28 @@
 package hub
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
+	"math"
+	"net/netip"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/civicbase/civicbase/canon"
+	"github.com/civicbase/civicbase/internal/authlimit"
 	"github.com/civicbase/civicbase/store"
 )
+
+// closeTooManyAttempts closes a session whose address has used up its
+// failed authentication attempts, the WebSocket counterpart of HTTP 429.
+const closeTooManyAttempts = 4029
 
 // grant is the set of models an authenticated session may subscribe to,
 // with the column values that rows of each filtered model must have.
@@ -48,10 +58,12 @@ type tokenClaims struct {
 var errInvalidToken = errors.New("invalid token")
 
 // checkToken accepts the admin token and HS256 JWTs signed with the JWT
-// secret that have not expired.
+// secret that have not expired. The admin token is compared by its SHA-256,
+// so the time taken depends on neither its content nor its length.
 func (h *Hub) checkToken(token string) (*grant, error) {
 	admin := h.cfg.AdminToken.Reveal()
-	if admin != "" && subtle.ConstantTimeCompare([]byte(token), []byte(admin)) == 1 {
+	adminHash, tokenHash := sha256.Sum256([]byte(admin)), sha256.Sum256([]byte(token))
+	if admin != "" && subtle.ConstantTimeCompare(tokenHash[:], adminHash[:]) == 1 {
 		return &grant{allModels: true}, nil
 	}
 	secret := h.cfg.JWTSecret.Reveal()
@@ -83,10 +95,66 @@ func (h *Hub) checkToken(token string) (*grant, error) {
 	return g, nil
 }
 
+// errTooManyAttempts means the session's address has used up its failed
+// authentication attempts, so its token was not checked.
+type errTooManyAttempts struct{ retryAfter time.Duration }
+
+func (e *errTooManyAttempts) Error() string {
+	return fmt.Sprintf("too many failed authentication attempts from this address; reconnect and retry in %d s",
+		e.seconds())
+}
+
+// seconds returns the wait in whole seconds, rounded up.
+func (e *errTooManyAttempts) seconds() int64 { return int64(math.Ceil(e.retryAfter.Seconds())) }
+
+// checkAttempt checks the token of an authenticate or refresh message. A
+// rejected token counts against the session's address, and a token from an
+// address without attempts left is not checked: the error is then an
+// *errTooManyAttempts.
+func (h *Hub) checkAttempt(c *client, token string) (*grant, error) {
+	addr := c.remoteAddr()
+	if retryAfter, ok := h.cfg.AuthLimiter.Begin(addr); !ok {
+		return nil, &errTooManyAttempts{retryAfter: retryAfter}
+	}
+	g, err := h.checkToken(token)
+	h.cfg.AuthLimiter.End(addr, err == nil)
+	return g, err
+}
+
+// remoteAddr returns the IP address of the session's peer.
+func (c *client) remoteAddr() netip.Addr {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.session == nil || c.session.Request == nil {
+		return netip.Addr{}
+	}
+	return authlimit.AddrFromRemote(c.session.Request.RemoteAddr)
+}
+
+// rejectTokenLocked sends the error for a rejected token and closes the
+// session: 4029 when its address has no attempts left, 4001 otherwise.
+// c.mu must be held.
+func (c *client) rejectTokenLocked(err error) {
+	var limited *errTooManyAttempts
+	if errors.As(err, &limited) {
+		var o canon.Object
+		o.Add("type", jsonString("error"))
+		o.Add("code", jsonString(codeTooManyAttempts))
+		o.Add("message", jsonString(limited.Error()))
+		o.Add("retryAfter", strconv.AppendInt(nil, limited.seconds(), 10))
+		c.enqueueLocked(o.AppendTo(nil), "")
+		c.closeLocked(closeTooManyAttempts, "too many failed authentication attempts")
+		return
+	}
+	c.enqueueLocked(errorMessage(codeInvalidToken, err.Error(), ""), "")
+	c.closeLocked(closeInvalidToken, "invalid or expired token")
+}
+
 // authenticate handles {"type":"authenticate"}. A rejected token gets an
-// error and close code 4001.
+// error and close code 4001, or 4029 when the session's address has used
+// up its failed attempts.
 func (h *Hub) authenticate(c *client, msg clientMessage) {
-	g, err := h.checkToken(msg.Token)
+	g, err := h.checkAttempt(c, msg.Token)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.grant != nil {
@@ -94,8 +162,7 @@ func (h *Hub) authenticate(c *client, msg clientMessage) {
 		return
 	}
 	if err != nil {
-		c.enqueueLocked(errorMessage(codeInvalidToken, err.Error(), ""), "")
-		c.closeLocked(closeInvalidToken, "invalid or expired token")
+		c.rejectTokenLocked(err)
 		return
 	}
 	if c.authTimer != nil {
@@ -108,16 +175,16 @@ func (h *Hub) authenticate(c *client, msg clientMessage) {
 // refresh handles {"type":"refresh"}: a valid token replaces the session's
 // grant, and each subscription the new grant does not allow is removed with
 // a subscription_revoked error before the refreshed reply. A rejected token
-// gets an error and close code 4001.
+// gets an error and close code 4001, or 4029 when the session's address has
+// used up its failed attempts.
 func (h *Hub) refresh(c *client, msg clientMessage) {
-	g, err := h.checkToken(msg.Token)
+	g, err := h.checkAttempt(c, msg.Token)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {
-		c.enqueueLocked(errorMessage(codeInvalidToken, err.Error(), ""), "")
-		c.closeLocked(closeInvalidToken, "invalid or expired token")
+		c.rejectTokenLocked(err)
 		return
 	}
 

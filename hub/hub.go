@@ -6,7 +6,8 @@
 // Close codes: 4001 invalid or expired token, 4008 too slow (the reason is
 // {"lastId":"<id>"}), 4009 server restarting, 4010 too many subscriptions,
 // 4011 not authenticated in time or a message other than authenticate or ping
-// before authenticating, 1011 a failed read of the event store during a
+// before authenticating, 4029 too many failed authenticate or refresh
+// attempts from the session's address, 1011 a failed read of the event store during a
 // replay. gorilla/websocket closes a session that sends a frame over
 // Config.MaxMessageSize with 1009.
 //
@@ -48,6 +49,7 @@ import (
 	"github.com/olahol/melody"
 
 	"github.com/civicbase/civicbase/config"
+	"github.com/civicbase/civicbase/internal/authlimit"
 	"github.com/civicbase/civicbase/store"
 )
 
@@ -92,6 +94,11 @@ type Config struct {
 	// handshake. They are always allowed, as are origins whose host equals
 	// the request's Host. Other origins get 403. Empty allows no others.
 	AllowedOrigins []string
+	// AuthLimiter limits failed authenticate and refresh attempts per
+	// client address. Nil gets a limiter with authlimit's defaults for this
+	// hub alone. Share one with the REST API, so that an address blocked on
+	// one is blocked on both.
+	AuthLimiter *authlimit.Limiter
 	// Metrics records sessions and messages when not nil.
 	Metrics *Metrics
 }
@@ -156,6 +163,9 @@ type Hub struct {
 // to release melody's goroutine.
 func New(cfg Config, st *store.Store, pool *pgxpool.Pool, log *slog.Logger) *Hub {
 	cfg = cfg.WithDefaults()
+	if cfg.AuthLimiter == nil {
+		cfg.AuthLimiter = authlimit.New(authlimit.Config{}, log.With("component", "hub"))
+	}
 	h := &Hub{
 		cfg: cfg, store: st, pool: pool, log: log.With("component", "hub"),
 		index:   make(map[string]map[*client]int),

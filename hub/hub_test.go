@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/civicbase/civicbase/hub"
+	"github.com/civicbase/civicbase/internal/authlimit"
 	"github.com/civicbase/civicbase/internal/pgtest"
 	"github.com/civicbase/civicbase/sql"
 	"github.com/civicbase/civicbase/store"
@@ -52,6 +53,9 @@ func testConfig() hub.Config {
 		},
 		// Long enough that tests see events only through LISTEN/NOTIFY.
 		PollInterval: time.Minute,
+		// Tests connect from one address and present many wrong tokens in
+		// parallel. The limit tests set a limiter of their own.
+		AuthLimiter: authlimit.New(authlimit.Config{Burst: 1000}, nil),
 	}
 }
 

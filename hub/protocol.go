@@ -43,6 +43,7 @@ const (
 	codeForbiddenFilter       = "forbidden_filter"
 	codeSubscriptionRevoked   = "subscription_revoked"
 	codeTokenExpired          = "token_expired"
+	codeTooManyAttempts       = "too_many_attempts"
 )
 
 var (
