@@ -7,8 +7,8 @@
 // {"lastId":"<id>"}), 4009 server restarting, 4010 too many subscriptions,
 // 4011 not authenticated in time or a message other than authenticate or ping
 // before authenticating, 4029 too many failed authenticate or refresh
-// attempts from the session's address, 1011 a failed read of the event store during a
-// replay. gorilla/websocket closes a session that sends a frame over
+// attempts from the session's address, 1011 a failed read of the event store
+// during a replay. gorilla/websocket closes a session that sends a frame over
 // Config.MaxMessageSize with 1009.
 //
 // A JWT's filter claim and a subscription's filter pin columns per model.
