@@ -13,41 +13,18 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/civicbase/civicbase/internal/nodetest"
 )
 
-// npmOffline lists npm error codes that mean the registry is unreachable.
-var npmOffline = []string{"ENOTFOUND", "EAI_AGAIN", "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "ENETUNREACH", "EHOSTUNREACH"}
-
-// installNodeClient copies testdata into a temporary directory and runs npm
-// ci there. It skips the test when node or npm is missing or the npm
-// registry is unreachable.
+// installNodeClient installs the ws package and copies client.js from
+// testdata into a temporary directory.
 func installNodeClient(t *testing.T) string {
 	t.Helper()
-	for _, tool := range []string{"node", "npm"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("skipping the Node.js client test: %s is not installed", tool)
-		}
-	}
-	dir := t.TempDir()
-	for _, name := range []string{"package.json", "package-lock.json", "client.js"} {
-		data, err := os.ReadFile(filepath.Join("testdata", name))
-		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(filepath.Join(dir, name), data, 0o644))
-	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "npm", "ci", "--no-audit", "--no-fund")
-	cmd.Dir = dir
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		for _, code := range npmOffline {
-			if bytes.Contains(out, []byte(code)) {
-				t.Skipf("skipping the Node.js client test: the npm registry is unreachable (%s):\n%s", code, out)
-			}
-		}
-		require.NoError(t, err, "npm ci:\n%s", out)
-	}
+	dir := nodetest.Install(t, "testdata")
+	data, err := os.ReadFile(filepath.Join("testdata", "client.js"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "client.js"), data, 0o644))
 	return dir
 }
 
