@@ -206,7 +206,7 @@ func Parse(data []byte) (Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return c, fmt.Errorf("parsing YAML: %w", err)
+		return c, fmt.Errorf("parsing YAML: %w", describeYAMLError(data, err))
 	}
 	c = c.WithDefaults()
 	return c, c.validateFile()

@@ -50,7 +50,7 @@ func TestParseRejectsBadInput(t *testing.T) {
 	tests := []struct {
 		name, yaml, wantErr string
 	}{
-		{"UnknownField", "tabels: []", "field tabels not found"},
+		{"UnknownField", "tabels: []", "tabels (line 1): unknown key; the keys accepted here are publication, slot,"},
 		{"BadSlot", "slot: Bad-Slot", `slot "Bad-Slot" is not a valid slot name`},
 		{"ShortRetention", "retention: 1s", "retention 1s is too short"},
 		{"ShortStallTimeout", "stallTimeout: 5s", "stallTimeout 5s is too short"},
