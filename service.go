@@ -20,6 +20,7 @@ import (
 	"github.com/civicbase/civicbase/delivery"
 	"github.com/civicbase/civicbase/httpapi"
 	"github.com/civicbase/civicbase/hub"
+	"github.com/civicbase/civicbase/internal/authlimit"
 	"github.com/civicbase/civicbase/sql"
 	"github.com/civicbase/civicbase/store"
 )
@@ -104,14 +105,17 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, onListening
 	reg.MustRegister(cdc.NewSlotCollector(pool, cfg.Slot, log.With("component", "cdc")))
 	dispatcher := newDispatcher(cfg, st, cipher, delivery.NewMetrics(reg), log.With("component", "delivery"))
 	reg.MustRegister(delivery.NewQueueCollector(pool, log.With("component", "delivery")))
+	// One limiter, so that an address blocked on the API is blocked on the
+	// WebSocket hub too.
+	authLimiter := authlimit.New(authlimit.Config{}, log.With("component", "authlimit"))
 	app := httpapi.New(httpapi.Options{
-		AdminToken: cfg.AdminToken, Events: st, Gatherer: reg, Logger: log.With("component", "httpapi"),
+		AdminToken: cfg.AdminToken, AuthLimiter: authLimiter, Events: st, Gatherer: reg, Logger: log.With("component", "httpapi"),
 		Ready: readiness(pool, reader), Webhooks: st, Cipher: cipher, Guard: delivery.Guard{AllowPrivate: cfg.Dev},
 		Catalog: catalog(cfg, pool), RotationGrace: cfg.Webhooks.RotationGrace,
 	})
 	realtime := hub.New(hub.Config{
 		AdminToken: cfg.AdminToken, JWTSecret: cfg.JWTSecret, Catalog: catalog(cfg, pool),
-		AllowedOrigins: cfg.AllowedOrigins, Metrics: hub.NewMetrics(reg),
+		AllowedOrigins: cfg.AllowedOrigins, AuthLimiter: authLimiter, Metrics: hub.NewMetrics(reg),
 	}, st, pool, log)
 	defer realtime.Close() // Run closes it too; Close is safe twice
 	srv := httpapi.NewServer(cfg.Addr, app, realtime)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/civicbase/civicbase/config"
 	"github.com/civicbase/civicbase/delivery"
+	"github.com/civicbase/civicbase/internal/authlimit"
 	"github.com/civicbase/civicbase/store"
 )
 
@@ -40,8 +41,9 @@ const (
 	readHeaderTimeout = 10 * time.Second
 	// idleTimeout closes keep-alive connections that stay unused.
 	idleTimeout = 2 * time.Minute
-	// maxHeaderBytes bounds the request line plus headers, which for this
-	// API are a bearer token and a few standard headers.
+	// maxHeaderBytes bounds the request line plus headers that net/http
+	// reads at all, which for this API are a bearer token and a few
+	// standard headers. Past headerLimit, limitHeaders answers with JSON.
 	maxHeaderBytes = 64 << 10
 )
 
@@ -73,6 +75,11 @@ type Options struct {
 	// timeout. Nil means always ready. /readyz needs no token, so a check's
 	// Detail must not contain secrets.
 	Ready func(ctx context.Context) []Check
+	// AuthLimiter limits failed bearer token attempts per client address.
+	// Nil gets a limiter with authlimit's defaults for this API alone.
+	// Share one with the WebSocket hub, so that an address blocked on one
+	// is blocked on both.
+	AuthLimiter *authlimit.Limiter
 	// Gatherer is served at GET /metrics. Nil leaves /metrics unregistered.
 	Gatherer prometheus.Gatherer
 	// Logger receives request errors, panics and, at debug level, rejected
@@ -110,6 +117,8 @@ type api struct {
 	// routes maps each registered path to its methods, for 404 messages and
 	// the Allow header of 405 responses.
 	routes map[string][]string
+	// authLimiter counts wrong bearer tokens per client address.
+	authLimiter *authlimit.Limiter
 }
 
 // New builds the fiber app with every API route. Serve it with NewServer;
@@ -125,6 +134,10 @@ func New(opts Options) *fiber.App {
 		logger: cmp.Or(opts.Logger, slog.Default()),
 	}
 	a.setToken(opts.AdminToken)
+	a.authLimiter = opts.AuthLimiter
+	if a.authLimiter == nil {
+		a.authLimiter = authlimit.New(authlimit.Config{}, a.logger)
+	}
 
 	app := fiber.New(fiber.Config{
 		DisableStartupMessage: true,
@@ -205,7 +218,7 @@ func NewServer(addr string, app *fiber.App, realtime http.Handler) *http.Server 
 
 	return &http.Server{
 		Addr:              addr,
-		Handler:           handler,
+		Handler:           limitHeaders(handler),
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
