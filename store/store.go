@@ -181,9 +181,7 @@ func (s *Store) Checkpoint(ctx context.Context, slot string) (pglogrepl.LSN, err
 // List returns up to limit events with ids greater than after, in commit
 // order. An empty after starts at the oldest stored event.
 func (s *Store) List(ctx context.Context, after string, limit int) ([]Event, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, event, model, table_name, instance_id, commit_lsn,
-			commit_time, txid, payload::text
-		FROM civicbase.events WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
+	rows, err := s.pool.Query(ctx, listQuery, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("listing events after %q: %w", after, err)
 	}
@@ -193,6 +191,9 @@ func (s *Store) List(ctx context.Context, after string, limit int) ([]Event, err
 	}
 	return events, nil
 }
+
+const listQuery = `SELECT id, event, model, table_name, instance_id, commit_lsn, commit_time, txid, payload::text
+	FROM civicbase.events WHERE id > $1 ORDER BY id LIMIT $2`
 
 func scanEvent(row pgx.CollectableRow) (Event, error) {
 	var e Event
@@ -215,19 +216,34 @@ func (s *Store) Exists(ctx context.Context, id string) (bool, error) {
 	return ok, nil
 }
 
+// pruneQuery deletes up to $2 events committed before $1 and, in the same
+// statement, raises the prune horizon to the greatest id and commit time it
+// deleted, so a reader that finds events gone also finds the horizon moved.
+const pruneQuery = `WITH deleted AS (
+		DELETE FROM civicbase.events WHERE id IN (
+			SELECT id FROM civicbase.events WHERE commit_time < $1 ORDER BY commit_time LIMIT $2)
+		RETURNING id, commit_time
+	), horizon AS (
+		INSERT INTO civicbase.pruned (through_id, through_time)
+		SELECT max(id), max(commit_time) FROM deleted HAVING count(*) > 0
+		ON CONFLICT (singleton) DO UPDATE SET through_id = GREATEST(pruned.through_id, excluded.through_id),
+			through_time = GREATEST(pruned.through_time, excluded.through_time), pruned_at = now()
+	)
+	SELECT count(*) FROM deleted`
+
 // Prune deletes events committed before cutoff, at most batch rows per
-// statement so that no single delete holds locks or bloats WAL for long. It
-// returns how many rows it deleted.
+// statement so that no single delete holds locks or bloats WAL for long,
+// and records the prune horizon that GapsAfter reports. It returns how many
+// rows it deleted.
 func (s *Store) Prune(ctx context.Context, cutoff time.Time, batch int) (int64, error) {
 	var total int64
 	for {
-		tag, err := s.pool.Exec(ctx, `DELETE FROM civicbase.events WHERE id IN (
-			SELECT id FROM civicbase.events WHERE commit_time < $1 ORDER BY commit_time LIMIT $2)`, cutoff, batch)
-		if err != nil {
+		var deleted int64
+		if err := s.pool.QueryRow(ctx, pruneQuery, cutoff, batch).Scan(&deleted); err != nil {
 			return total, fmt.Errorf("pruning events before %s: %w", cutoff.Format(time.RFC3339), err)
 		}
-		total += tag.RowsAffected()
-		if tag.RowsAffected() < int64(batch) {
+		total += deleted
+		if deleted < int64(batch) {
 			return total, nil
 		}
 		select {
