@@ -81,7 +81,7 @@ func (h *Hub) loadCursor(ctx context.Context) (string, bool) {
 // cursor. A read error is logged and retried on the next wake-up.
 func (h *Hub) catchUp(ctx context.Context, cursor string) string {
 	for {
-		events, err := h.store.List(ctx, cursor, followPage)
+		events, gaps, err := h.store.ListWithGaps(ctx, cursor, followPage)
 		if err != nil {
 			if ctx.Err() == nil {
 				h.log.WarnContext(ctx, "reading new events failed; retrying", "cursor", cursor, "err", err)
@@ -91,7 +91,7 @@ func (h *Hub) catchUp(ctx context.Context, cursor string) string {
 		if len(events) == 0 {
 			return cursor
 		}
-		h.fanOut(events, h.buildMessages(events))
+		h.fanOut(events, h.buildMessages(events), gaps)
 		cursor = events[len(events)-1].ID
 		if len(events) < followPage {
 			return cursor
@@ -116,12 +116,17 @@ func (h *Hub) buildMessages(events []store.Event) [][]byte {
 
 // fanOut sends each event to the sessions whose subscriptions name its
 // model and moves the cursor past it. A session whose buffer is full leaves
-// the live stream and catches up from the store.
-func (h *Hub) fanOut(events []store.Event, msgs [][]byte) {
+// the live stream and catches up from the store. Before the first event
+// after each of gaps, every live session gets resync_required.
+func (h *Hub) fanOut(events []store.Event, msgs [][]byte, gaps []store.Gap) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for i := range events {
 		e := &events[i]
+		for len(gaps) > 0 && gaps[0].ResumeFrom < e.ID {
+			h.announceGapLocked(gaps[0])
+			gaps = gaps[1:]
+		}
 		if msgs[i] != nil {
 			row := newEventRow(e)
 			for c := range h.index[e.Model] {

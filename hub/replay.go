@@ -27,8 +27,6 @@ func (h *Hub) replay(c *client, sub *subscription, since string) {
 	if !ok {
 		return
 	}
-	// TODO: report a since older than the oldest stored event (pruned) with
-	// a resync_required error; for now the replay starts at the oldest one.
 	h.readStore(ctx, c, sub, since, served)
 }
 
@@ -80,10 +78,11 @@ func (h *Hub) tryBeginReplay(c *client, sub *subscription, since string, cancel 
 // waiting while SendBuffer messages are outstanding, until it reaches the
 // hub's cursor. Then the session rejoins the live stream. sub is the
 // subscription that a replay adds, and nil for a catch-up. served is the id
-// up to which the session's other subscriptions were served.
+// up to which the session's other subscriptions were served. Where the
+// events cross a gap, the session gets resync_required.
 func (h *Hub) readStore(ctx context.Context, c *client, sub *subscription, pos, served string) {
 	for {
-		events, err := h.store.List(ctx, pos, replayPage)
+		events, gaps, err := h.store.ListWithGaps(ctx, pos, replayPage)
 		if err != nil {
 			if ctx.Err() == nil {
 				h.log.Error("reading events for a session failed", "conn_id", c.id, "since", pos, "err", err)
@@ -92,6 +91,10 @@ func (h *Hub) readStore(ctx context.Context, c *client, sub *subscription, pos, 
 			return
 		}
 		for i := range events {
+			for len(gaps) > 0 && gaps[0].ResumeFrom < events[i].ID {
+				c.crossGap(gaps[0])
+				gaps = gaps[1:]
+			}
 			if !h.replayEvent(c, sub, served, &events[i]) {
 				return
 			}

@@ -9,7 +9,8 @@ import (
 const readyTimeout = 10 * time.Second
 
 // subscribe handles {"type":"subscribe"}. Without since the subscription
-// goes live at once; with since it replays from the store first.
+// goes live at once; with since it replays from the store first, and from
+// after the newest gap when since is behind one.
 func (h *Hub) subscribe(c *client, g *grant, msg clientMessage) {
 	if !c.checkSubscriptionSlot(msg.ID, h.cfg.MaxSubscriptions) {
 		return
@@ -27,7 +28,9 @@ func (h *Hub) subscribe(c *client, g *grant, msg clientMessage) {
 		h.goLive(c, sub)
 		return
 	}
-	h.replay(c, sub, msg.Since)
+	if since, ok := h.replayStart(c, msg); ok {
+		h.replay(c, sub, since)
+	}
 }
 
 // checkSubscriptionSlot rejects a duplicate id with an error, and a
