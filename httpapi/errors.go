@@ -22,6 +22,10 @@ type apiError struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Field   string `json:"field,omitempty"`
+	// Reason and ResumeFrom are set on resync_required errors only: why
+	// events are missing, and the event id to read on after.
+	Reason     string `json:"reason,omitempty"`
+	ResumeFrom string `json:"resumeFrom,omitempty"`
 }
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
@@ -48,16 +52,18 @@ func marshalError(e *apiError) []byte {
 		field = &e.Field
 	}
 	type body struct {
-		Code    string  `json:"code"`
-		Message string  `json:"message"`
-		Field   *string `json:"field"`
+		Code       string  `json:"code"`
+		Message    string  `json:"message"`
+		Field      *string `json:"field"`
+		Reason     string  `json:"reason,omitempty"`
+		ResumeFrom string  `json:"resumeFrom,omitempty"`
 	}
 	var buf strings.Builder
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	err := enc.Encode(struct {
 		Error body `json:"error"`
-	}{body{e.Code, e.Message, field}})
+	}{body{e.Code, e.Message, field, e.Reason, e.ResumeFrom}})
 	if err != nil {
 		// Encoding cannot fail, because every member is a string or a
 		// string pointer.

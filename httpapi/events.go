@@ -48,16 +48,30 @@ func (a *api) listEvents(c *fiber.Ctx) error {
 
 	ctx, cancel := context.WithTimeout(c.UserContext(), listTimeout)
 	defer cancel()
-	// NOTE: an after cursor whose event was pruned is served like any other
-	// id, from the next greater id, without telling the client that events
-	// between the two may have been pruned. Gap reporting comes later and
-	// will use EventSource.Exists.
 	events, err := a.events.List(ctx, page.after, page.limit+1)
 	if err != nil {
 		return fmt.Errorf("listing events after %q: %w", page.after, err)
 	}
+	// Gaps are read after the events, so a gap whose later events are on
+	// the page is among them.
+	gaps, err := a.events.GapsAfter(ctx, page.after)
+	if err != nil {
+		return fmt.Errorf("listing events after %q: %w", page.after, err)
+	}
+	if page.after != "" && len(gaps) > 0 {
+		gap := gaps[len(gaps)-1]
+		return errResyncRequired("after", gap, gap.Message("events after "+page.after)+
+			"; reload your state and continue with after="+gap.ResumeFrom)
+	}
+	hasMore := len(events) > page.limit
+	if hasMore {
+		events = events[:page.limit]
+	}
+	if cut := cutAtGap(events, gaps); cut < len(events) {
+		events, hasMore = events[:cut], true
+	}
 
-	body, err := encodeEventsPage(events, page)
+	body, err := encodeEventsPage(events, page.after, hasMore)
 	if err != nil {
 		return err
 	}
@@ -138,15 +152,43 @@ func singleQuery(c *fiber.Ctx, name string) (string, error) {
 	}
 }
 
-// encodeEventsPage writes {"events":[…],"next":…,"hasMore":…}. events holds
-// up to page.limit+1 rows, and an extra row only sets hasMore. next is the
-// last id on the page, or page.after when the page is empty.
-func encodeEventsPage(events []store.Event, page eventsPage) ([]byte, error) {
-	hasMore := len(events) > page.limit
-	if hasMore {
-		events = events[:page.limit]
+// cutAtGap returns how many of events precede the first gap that falls
+// between two of them, or len(events) when none does. A page read without
+// a cursor ends there, so the reader's next request, after the last event
+// before the gap, gets resync_required.
+func cutAtGap(events []store.Event, gaps []store.Gap) int {
+	for _, gap := range gaps {
+		if len(events) == 0 || gap.ResumeFrom < events[0].ID {
+			continue
+		}
+		for i, e := range events {
+			if e.ID > gap.ResumeFrom {
+				return i
+			}
+		}
+		break
 	}
-	next := page.after
+	return len(events)
+}
+
+// errResyncRequired is the 410 response to a request that would read across
+// gap, whose events may be missing. Reading on after gap.ResumeFrom is
+// complete.
+func errResyncRequired(field string, gap store.Gap, message string) *apiError {
+	return &apiError{
+		Status:     http.StatusGone,
+		Code:       "resync_required",
+		Field:      field,
+		Message:    message,
+		Reason:     gap.Reason,
+		ResumeFrom: gap.ResumeFrom,
+	}
+}
+
+// encodeEventsPage writes {"events":[…],"next":…,"hasMore":…}. next is the
+// last id on the page, or after when the page is empty.
+func encodeEventsPage(events []store.Event, after string, hasMore bool) ([]byte, error) {
+	next := after
 	if len(events) > 0 {
 		next = events[len(events)-1].ID
 	}

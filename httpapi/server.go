@@ -55,10 +55,9 @@ type EventSource interface {
 	// List returns up to limit events with ids greater than after, in
 	// commit order. An empty after starts at the oldest stored event.
 	List(ctx context.Context, after string, limit int) ([]store.Event, error)
-	// Exists reports whether an event with this id is stored. GET /events
-	// does not call it yet, because gap reporting for pruned cursors is
-	// still missing.
-	Exists(ctx context.Context, id string) (bool, error)
+	// GapsAfter returns the gaps whose ResumeFrom is greater than cursor,
+	// in ResumeFrom order: the points before which events may be missing.
+	GapsAfter(ctx context.Context, cursor string) ([]store.Gap, error)
 }
 
 var _ EventSource = (*store.Store)(nil)

@@ -66,6 +66,9 @@ func (f *fakeEvents) Exists(_ context.Context, id string) (bool, error) {
 	return slices.ContainsFunc(f.events, func(e store.Event) bool { return e.ID == id }), nil
 }
 
+// GapsAfter returns no gaps; tests of gaps use a real store.
+func (f *fakeEvents) GapsAfter(context.Context, string) ([]store.Gap, error) { return nil, nil }
+
 func (f *fakeEvents) lastCall(t *testing.T) listCall {
 	t.Helper()
 	f.mu.Lock()

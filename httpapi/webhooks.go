@@ -73,6 +73,12 @@ type WebhookStore interface {
 	AddDelivery(ctx context.Context, webhookID, eventID string, payload []byte) (int64, error)
 	// Exists reports whether an event with this id is stored.
 	Exists(ctx context.Context, id string) (bool, error)
+	// GapsAfter returns the gaps whose ResumeFrom is greater than cursor,
+	// in ResumeFrom order.
+	GapsAfter(ctx context.Context, cursor string) ([]store.Gap, error)
+	// GapSince returns the gap with the greatest ResumeFrom that a replay
+	// of the events committed at or after since crosses, or nil.
+	GapSince(ctx context.Context, since time.Time) (*store.Gap, error)
 }
 
 var _ WebhookStore = (*store.Store)(nil)

@@ -287,6 +287,8 @@ func (a *api) replay(c *fiber.Ctx) error {
 		if err := a.checkReplayCursor(ctx, after); err != nil {
 			return err
 		}
+	} else if err := a.checkReplaySince(ctx, since); err != nil {
+		return err
 	}
 
 	// NOTE: one replay queues every matching event in a single statement,
@@ -335,9 +337,11 @@ func parseReplayStart(req replayRequest) (time.Time, error) {
 	return since, nil
 }
 
-// checkReplayCursor checks that after is a stored event id. A replay after
-// an id that was never stored, or was pruned, would start at the next stored
-// id and hide that the events in between may be gone.
+// checkReplayCursor checks that after is a stored event id, or the
+// ResumeFrom of a gap, with no gap after it. A replay after an id that was
+// never stored, or was pruned, would start at the next stored id and hide
+// that the events in between may be gone. A gap after the id is a 410
+// resync_required.
 func (a *api) checkReplayCursor(ctx context.Context, after string) error {
 	if !eventIDPattern.MatchString(after) {
 		return &apiError{
@@ -347,9 +351,24 @@ func (a *api) checkReplayCursor(ctx context.Context, after string) error {
 			Message: fmt.Sprintf(`after %s is not an event id; use "evt_" plus lowercase hex, such as the "id" of a received event`, quote(after)),
 		}
 	}
+	gaps, err := a.hooks.store.GapsAfter(ctx, after)
+	if err != nil {
+		return err
+	}
+	if len(gaps) > 0 {
+		gap := gaps[len(gaps)-1]
+		return errResyncRequired("after", gap, gap.Message("events after "+after)+
+			"; replay with after="+gap.ResumeFrom+", and bring the receiver up to date by other means")
+	}
 	exists, err := a.hooks.store.Exists(ctx, after)
 	if err != nil {
 		return err
+	}
+	if !exists {
+		exists, err = a.isGapBoundary(ctx, after)
+		if err != nil {
+			return err
+		}
 	}
 	if !exists {
 		return &apiError{
@@ -361,4 +380,26 @@ func (a *api) checkReplayCursor(ctx context.Context, after string) error {
 		}
 	}
 	return nil
+}
+
+// isGapBoundary reports whether id is the ResumeFrom of a gap, the id that
+// a 410 response names to continue after.
+func (a *api) isGapBoundary(ctx context.Context, id string) (bool, error) {
+	gaps, err := a.hooks.store.GapsAfter(ctx, "")
+	if err != nil {
+		return false, err
+	}
+	return slices.ContainsFunc(gaps, func(g store.Gap) bool { return g.ResumeFrom == id }), nil
+}
+
+// checkReplaySince rejects a replay from a time before a gap with a 410
+// resync_required, because it would queue the events on both sides of the
+// gap as if none were missing.
+func (a *api) checkReplaySince(ctx context.Context, since time.Time) error {
+	gap, err := a.hooks.store.GapSince(ctx, since)
+	if err != nil || gap == nil {
+		return err
+	}
+	return errResyncRequired("since", *gap, gap.Message("events committed from "+since.UTC().Format(time.RFC3339)+" on")+
+		"; replay with after="+gap.ResumeFrom+", and bring the receiver up to date by other means")
 }
