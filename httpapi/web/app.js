@@ -161,6 +161,12 @@ function handleMessage(ws, msg, models) {
     case "error":
       showError("Error " + msg.code + ": " + msg.message);
       break;
+    case "resync_required":
+      // Events before this point may be missing, so the list is incomplete.
+      // A reconnect resumes after resumeFrom, where the stream is complete.
+      lastEventId = msg.resumeFrom;
+      showError("Events may be missing (" + msg.reason + "): " + msg.message);
+      break;
     case "pong":
     case "refreshed":
       break;
