@@ -22,19 +22,24 @@ type yamlNode struct {
 }
 
 var (
-	lineMessage    = regexp.MustCompile(`^line (\d+): (.*)$`)
+	lineMessage    = regexp.MustCompile(`(?s)^line (\d+): (.*)$`)
 	unknownField   = regexp.MustCompile(`^field (.*) not found in type config\.(\w+)$`)
-	cannotDecode   = regexp.MustCompile("^cannot unmarshal !!(\\w+)(?: `(.*)`)? into (.+)$")
+	cannotDecode   = regexp.MustCompile("(?s)^cannot unmarshal (!\\S*)(?: `(.*)`)? into (.+)$")
 	yamlTypeStruct = map[string]reflect.Type{
 		"Config": reflect.TypeFor[Config](), "Webhooks": reflect.TypeFor[Webhooks](),
 		"Table": reflect.TypeFor[Table](), "SemanticEvent": reflect.TypeFor[SemanticEvent](),
 	}
 )
 
+// maxDescribedErrors bounds the errors that describeYAMLError lists. Each
+// one searches the document's nodes, and a long list helps nobody.
+const maxDescribedErrors = 20
+
 // describeYAMLError rewrites the messages of a *yaml.TypeError so that each
 // names the key it is about, as a path such as webhooks.timeout or
-// tables[0].events[1].on, and states what value the key takes. Other errors
-// are returned unchanged.
+// tables[0].events[1].on, and states what value the key takes. It lists
+// the first maxDescribedErrors and counts the rest. Other errors are
+// returned unchanged.
 func describeYAMLError(data []byte, err error) error {
 	var typeErr *yaml.TypeError
 	if !errors.As(err, &typeErr) {
@@ -45,9 +50,14 @@ func describeYAMLError(data []byte, err error) error {
 		return err
 	}
 	nodes := collectNodes(&doc, "", nil, reflect.TypeFor[Config](), nil)
-	messages := make([]error, len(typeErr.Errors))
+	used := make(map[*yaml.Node]bool)
+	var messages []error
 	for i, message := range typeErr.Errors {
-		messages[i] = errors.New(describeMessage(message, nodes))
+		if i == maxDescribedErrors {
+			messages = append(messages, fmt.Errorf("and %d more errors", len(typeErr.Errors)-i))
+			break
+		}
+		messages = append(messages, errors.New(describeMessage(message, nodes, used)))
 	}
 	return errors.Join(messages...)
 }
@@ -70,9 +80,9 @@ func collectNodes(node *yaml.Node, path string, key *yaml.Node, typ reflect.Type
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(node.Content); i += 2 {
 			k, v := node.Content[i], node.Content[i+1]
-			childPath := k.Value
+			childPath := keySegment(k.Value)
 			if path != "" {
-				childPath = path + "." + k.Value
+				childPath = path + "." + childPath
 			}
 			out = collectNodes(v, childPath, k, fieldType(typ, k.Value), out)
 		}
@@ -86,6 +96,18 @@ func collectNodes(node *yaml.Node, path string, key *yaml.Node, typ reflect.Type
 		}
 	}
 	return out
+}
+
+// plainKey matches the keys that a path shows without quotes.
+var plainKey = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// keySegment returns key as a path shows it: as is when it is a plain
+// word, Go-quoted otherwise, so a key with spaces or dots stays one key.
+func keySegment(key string) string {
+	if plainKey.MatchString(key) {
+		return key
+	}
+	return strconv.Quote(key)
 }
 
 // fieldType returns the type of the field of struct type typ whose YAML
@@ -104,7 +126,7 @@ func fieldType(typ reflect.Type, name string) reflect.Type {
 
 // describeMessage rewrites one "line N: …" message of a yaml.TypeError.
 // Messages it does not recognize are returned unchanged.
-func describeMessage(message string, nodes []yamlNode) string {
+func describeMessage(message string, nodes []yamlNode, used map[*yaml.Node]bool) string {
 	m := lineMessage.FindStringSubmatch(message)
 	if m == nil {
 		return message
@@ -114,14 +136,14 @@ func describeMessage(message string, nodes []yamlNode) string {
 		return describeUnknownKey(line, f[1], f[2], nodes)
 	}
 	if d := cannotDecode.FindStringSubmatch(m[2]); d != nil {
-		return describeWrongType(line, d[1], d[2], d[3], nodes)
+		return describeWrongType(line, d[1], d[2], d[3], nodes, used)
 	}
 	return message
 }
 
 // describeUnknownKey names an unknown key and the keys accepted beside it.
 func describeUnknownKey(line int, name, typeName string, nodes []yamlNode) string {
-	path := name
+	path := keySegment(name)
 	for _, n := range nodes {
 		if n.key != nil && n.key.Line == line && n.key.Value == name {
 			path = n.path
@@ -136,41 +158,48 @@ func describeUnknownKey(line int, name, typeName string, nodes []yamlNode) strin
 }
 
 // describeWrongType names a key whose value has the wrong YAML type, such
-// as a string where a duration belongs. tag is yaml's short tag without
-// "!!", value the value as yaml quotes it (shortened when long), and
-// target the Go type.
-func describeWrongType(line int, tag, value, target string, nodes []yamlNode) string {
+// as a string where a duration belongs. tag is the node's short tag, such
+// as !!str, value the value as yaml quotes it (shortened when long), and
+// target the Go type. used records the nodes already reported, so that
+// equal values on one line, as in [x, x], are told apart in document order.
+func describeWrongType(line int, tag, value, target string, nodes []yamlNode, used map[*yaml.Node]bool) string {
 	// Several nodes may start on the line, as in a flow mapping. The one
 	// yaml reports decodes into target and, for a scalar, has the value.
 	var found *yamlNode
 	best := -1
 	for i := range nodes {
 		n := &nodes[i]
-		if n.node.Line != line || n.node.ShortTag() != "!!"+tag {
+		if n.node.Line != line || n.node.ShortTag() != tag {
 			continue
 		}
 		score := 0
 		if n.typ != nil && n.typ.String() == target {
-			score += 2
+			score += 4
 		}
 		if value != "" && strings.HasPrefix(n.node.Value, strings.TrimSuffix(value, "...")) {
+			score += 2
+		}
+		if !used[n.node] {
 			score++
 		}
 		if score > best {
 			found, best = n, score
 		}
 	}
+	if found != nil {
+		used[found.node] = true
+	}
 	key := "the top level"
 	if found != nil && found.path != "" {
 		key = found.path
 	}
-	got := map[string]string{"map": "a mapping", "seq": "a list", "str": "a string", "int": "an integer",
-		"float": "a number", "bool": "a boolean", "null": "null"}[tag]
+	got := map[string]string{"!!map": "a mapping", "!!seq": "a list", "!!str": "a string", "!!int": "an integer",
+		"!!float": "a number", "!!bool": "a boolean", "!!null": "null"}[tag]
 	if got == "" {
-		got = "a !!" + tag + " value"
+		got = "a value tagged " + tag
 	}
 	if value != "" {
-		got += " (" + value + ")"
+		got += " " + strconv.Quote(value)
 	}
 	return fmt.Sprintf("%s (line %d): expected %s, got %s", key, line, describeTarget(target), got)
 }

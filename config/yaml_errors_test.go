@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -14,10 +15,10 @@ func TestParseNamesKeyOfYAMLError(t *testing.T) {
 		yaml string
 		want string
 	}{
-		{"DurationString", "retention: abc", "retention (line 1): " + duration + ", got a string (abc)"},
-		{"DurationWithoutUnit", "webhooks:\n  timeout: 10", "webhooks.timeout (line 2): " + duration + ", got an integer (10)"},
-		{"ScheduleItem", "webhooks:\n  schedule: [1s, x]", "webhooks.schedule[1] (line 2): " + duration + ", got a string (x)"},
-		{"IntegerString", "batchSize: many", "batchSize (line 1): expected an integer, got a string (many)"},
+		{"DurationString", "retention: abc", "retention (line 1): " + duration + ", got a string \"abc\""},
+		{"DurationWithoutUnit", "webhooks:\n  timeout: 10", "webhooks.timeout (line 2): " + duration + ", got an integer \"10\""},
+		{"ScheduleItem", "webhooks:\n  schedule: [1s, x]", "webhooks.schedule[1] (line 2): " + duration + ", got a string \"x\""},
+		{"IntegerString", "batchSize: many", "batchSize (line 1): expected an integer, got a string \"many\""},
 		{"StringList", "slot: [1]", "slot (line 1): expected a string, got a list"},
 		{"TablesMapping", "tables: {a: {b: c}}", "tables (line 1): expected a list of tables"},
 		{"ColumnsInFlowMapping", "tables:\n  - name: a\n    events:\n      - {name: x.y, on: update, columns: {a: b}}",
@@ -27,6 +28,9 @@ func TestParseNamesKeyOfYAMLError(t *testing.T) {
 		{"UnknownTopLevelKey", "foo: 1", "foo (line 1): unknown key; the keys accepted here are publication, slot,"},
 		{"UnknownTableKey", "tables:\n  - name: a\n    colour: red",
 			"tables[0].colour (line 3): unknown key; the keys accepted here are name, model, replicaIdentity, events"},
+		{"UnknownKeyWithSpace", "my key: 1", `"my key" (line 1): unknown key`},
+		{"MultilineValue", "0\n\n0", `the top level (line 1): expected a mapping with the keys publication, slot,`},
+		{"CustomTag", "!0", "the top level (line 1): expected a mapping with the keys publication, slot,"},
 		{"UnknownWebhooksKey", "webhooks:\n  retries: 3", "webhooks.retries (line 2): unknown key; the keys accepted here are workers,"},
 	}
 	for _, tt := range tests {
@@ -46,4 +50,14 @@ func TestParseListsEveryYAMLError(t *testing.T) {
 	require.ErrorContains(t, err, "batchSize (line 1): expected an integer")
 	require.ErrorContains(t, err, "statusInterval (line 2): expected a duration")
 	require.ErrorContains(t, err, "foo (line 3): unknown key")
+}
+
+func TestParseCountsErrorsPastTwenty(t *testing.T) {
+	t.Parallel()
+
+	_, err := Parse([]byte("webhooks: {schedule: [" + strings.Repeat("x, ", 5000) + "]}"))
+
+	require.ErrorContains(t, err, "webhooks.schedule[19] (line 1): expected a duration")
+	require.NotContains(t, err.Error(), "webhooks.schedule[20]")
+	require.ErrorContains(t, err, "\nand 4980 more errors")
 }
