@@ -1,9 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -19,7 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/civicbase/civicbase/cdc"
@@ -57,6 +56,10 @@ type realtimeOptions struct {
 	rate     int
 	duration time.Duration
 	sweep    bool
+	// clientsFor and model, when set, make this process the client
+	// process of a running benchmark instead.
+	clientsFor string
+	model      string
 }
 
 func parseRealtimeFlags(args []string) (realtimeOptions, error) {
@@ -66,6 +69,8 @@ func parseRealtimeFlags(args []string) (realtimeOptions, error) {
 	fs.IntVar(&o.rate, "rate", 20, "changes per second, each a single-row INSERT transaction")
 	fs.DurationVar(&o.duration, "duration", 30*time.Second, "how long changes are written; with -sweep, per step, at most 10s")
 	fs.BoolVar(&o.sweep, "sweep", false, "raise the rate step by step from -rate until a step fails (p99 over 250ms, a missed message or a closed client), and report the last rate that passed")
+	fs.StringVar(&o.clientsFor, "clients-for", "", "internal: run as the client process for the hub at this URL")
+	fs.StringVar(&o.model, "model", "", "internal: the model the client process subscribes to")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -79,6 +84,9 @@ func runRealtimeBench(ctx context.Context, args []string) error {
 	opts, err := parseRealtimeFlags(args)
 	if err != nil {
 		return err
+	}
+	if opts.clientsFor != "" {
+		return runRealtimeClients(ctx, opts.clientsFor, opts.model, opts.clients)
 	}
 	if err := ensureFileLimit(opts.clients); err != nil {
 		return err
@@ -94,33 +102,33 @@ func runRealtimeBench(ctx context.Context, args []string) error {
 	}
 	defer rig.stop()
 
-	fmt.Printf("realtime benchmark: %d clients on 127.0.0.1 subscribed to model %s, GOMAXPROCS=%d\n",
+	fmt.Printf("realtime benchmark: %d clients on 127.0.0.1 subscribed to model %s, GOMAXPROCS=%d, clients in a child process\n",
 		opts.clients, rig.model, runtime.GOMAXPROCS(0))
-	clients, dialErr := connectRealtimeClients(ctx, rig, opts.clients)
-	defer closeRealtimeClients(clients)
-	if len(clients) == 0 {
-		return fmt.Errorf("no client connected: %w", dialErr)
-	}
-	if opts.sweep {
-		err = sweepRealtime(ctx, rig, clients, opts)
-	} else {
-		_, err = runRealtimeRate(ctx, rig, clients, opts.rate, opts.duration)
-	}
+	before := measureMemory()
+	clients, err := startClientProcess(ctx, rig, opts.clients)
 	if err != nil {
 		return err
 	}
-	if dialErr != nil {
-		return fmt.Errorf("only %d of %d clients connected: %w", len(clients), opts.clients, dialErr)
+	defer clients.close()
+	time.Sleep(time.Second) // let the last replies go out, so sessions are idle
+	printConnectionMemory(before, measureMemory(), clients.connected)
+	if clients.connected.Failed > 0 {
+		return fmt.Errorf("only %d of %d clients connected, the first failure: %s",
+			clients.connected.Connected, opts.clients, clients.connected.FirstError)
 	}
-	return nil
+	if opts.sweep {
+		return sweepRealtime(ctx, rig, clients, opts)
+	}
+	_, err = runRealtimeRate(ctx, rig, clients, opts.rate, opts.duration)
+	return err
 }
 
-// ensureFileLimit raises RLIMIT_NOFILE so that both ends of every loopback
-// connection fit, since clients and hub share this process. Raising the hard
-// limit needs CAP_SYS_RESOURCE; without it the soft limit goes up to the hard
-// one.
+// ensureFileLimit raises RLIMIT_NOFILE so that one end of every loopback
+// connection fits: the hub's process and the client process each hold one.
+// Raising the hard limit needs CAP_SYS_RESOURCE; without it the soft limit
+// goes up to the hard one.
 func ensureFileLimit(clients int) error {
-	need := uint64(2*clients + realtimeFileReserve)
+	need := uint64(clients + realtimeFileReserve)
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return fmt.Errorf("reading the file descriptor limit: %w", err)
@@ -135,11 +143,79 @@ func ensureFileLimit(clients int) error {
 		return fmt.Errorf("raising the file descriptor limit to %d: %w", lim.Max, err)
 	}
 	if lim.Max < need {
-		return fmt.Errorf("%d clients need %d file descriptors (two per loopback connection, plus %d), but the hard limit is %d; "+
+		return fmt.Errorf("%d clients need %d file descriptors per process (one per connection, plus %d), but the hard limit is %d; "+
 			"run with -clients %d or less, or raise the hard limit (ulimit -Hn)",
-			clients, need, realtimeFileReserve, lim.Max, (lim.Max-realtimeFileReserve)/2)
+			clients, need, realtimeFileReserve, lim.Max, lim.Max-realtimeFileReserve)
 	}
 	return nil
+}
+
+// clientProcess is the child process that runs the benchmark's clients.
+type clientProcess struct {
+	cmd       *exec.Cmd
+	in        io.WriteCloser
+	out       *json.Decoder
+	connected clientReport
+}
+
+// startClientProcess starts this program as the client process, connects n
+// clients to the rig's hub and waits until they are subscribed.
+func startClientProcess(ctx context.Context, rig *realtimeRig, n int) (*clientProcess, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("finding this program to start the client process: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, self, "bench", "realtime", "-clients", strconv.Itoa(n), "-clients-for", rig.url, "-model", rig.model)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the client process: %w", err)
+	}
+	p := &clientProcess{cmd: cmd, in: in, out: json.NewDecoder(out)}
+	if err := p.read("connected", &p.connected); err != nil {
+		p.close()
+		return nil, err
+	}
+	fmt.Printf("connected %d of %d clients in %.1fs (authenticate + subscribe each, %d at a time)\n",
+		p.connected.Connected, n, p.connected.DialSeconds, realtimeDialers)
+	if p.connected.Connected == 0 {
+		p.close()
+		return nil, fmt.Errorf("no client connected: %s", p.connected.FirstError)
+	}
+	return p, nil
+}
+
+// read decodes the client process's next report, which must be of type want.
+func (p *clientProcess) read(want string, r *clientReport) error {
+	if err := p.out.Decode(r); err != nil {
+		return fmt.Errorf("reading the client process's %s report: %w", want, err)
+	}
+	if r.Type != want {
+		return fmt.Errorf("the client process sent a %q report, expected %q", r.Type, want)
+	}
+	return nil
+}
+
+func (p *clientProcess) send(format string, args ...any) error {
+	_, err := fmt.Fprintf(p.in, format+"\n", args...)
+	if err != nil {
+		return fmt.Errorf("writing to the client process: %w", err)
+	}
+	return nil
+}
+
+// close ends the client process's input, so it closes its connections and
+// exits, and waits for it.
+func (p *clientProcess) close() {
+	_ = p.in.Close()
+	_ = p.cmd.Wait()
 }
 
 // realtimeRig is the server side: the reader writing the event store and
@@ -150,6 +226,8 @@ type realtimeRig struct {
 	model string
 	url   string
 	stop  func()
+	// nextSeq is the primary key of the next bench row.
+	nextSeq int64
 }
 
 func startRealtimeRig(ctx context.Context, c *pgcluster.Cluster) (*realtimeRig, error) {
@@ -186,216 +264,6 @@ func startRealtimeRig(ctx context.Context, c *pgcluster.Cluster) (*realtimeRig, 
 	}
 	return &realtimeRig{pool: pool, hub: realtime, model: cfg.Tables[0].Model,
 		url: "ws://" + ln.Addr().String() + "/v1/realtime", stop: stop}, nil
-}
-
-// realtimeClient is one subscribed WebSocket connection. Its read loop
-// records each change it receives in the current round.
-type realtimeClient struct {
-	index int
-	conn  *websocket.Conn
-	round *atomic.Pointer[realtimeRound]
-	// closeCode is the WebSocket close code the hub sent, or -1 after any
-	// other read error; 0 while the connection is open.
-	closeCode atomic.Int32
-	lastSeq   int64
-	buf       []byte
-}
-
-// connectRealtimeClients connects up to n clients, realtimeDialers at a
-// time, and returns those that authenticated and subscribed, each with its
-// read loop running. The error counts the failures and carries the first
-// one.
-func connectRealtimeClients(ctx context.Context, rig *realtimeRig, n int) ([]*realtimeClient, error) {
-	before := measureMemory()
-	runtime.MemProfileRate = 1 // attribute every allocation of the connect phase to hub or client
-	start := time.Now()
-	conns, failed, firstErr := dialAll(ctx, rig, n)
-	elapsed := time.Since(start)
-	time.Sleep(time.Second) // let the last replies go out, so sessions are idle
-	dialed := measureMemory()
-
-	round := new(atomic.Pointer[realtimeRound])
-	round.Store(newRealtimeRound(0, 0, len(conns)))
-	clients := make([]*realtimeClient, len(conns))
-	for i, conn := range conns {
-		clients[i] = &realtimeClient{index: i, conn: conn, round: round, lastSeq: -1}
-		go clients[i].read()
-	}
-	time.Sleep(time.Second)
-	idle := measureMemory()
-	hubHeap, clientHeap := heapBySide()
-	runtime.MemProfileRate = 512 * 1024 // Go's default
-
-	fmt.Printf("connected %d of %d clients in %.1fs (authenticate + subscribe each, %d at a time)\n",
-		len(conns), n, elapsed.Seconds(), realtimeDialers)
-	if len(conns) > 0 {
-		printConnectionMemory(before, dialed, idle, hubHeap, clientHeap, len(conns))
-	}
-	if failed > 0 {
-		return clients, fmt.Errorf("%d clients failed to connect, the first with: %w", failed, firstErr)
-	}
-	return clients, nil
-}
-
-func dialAll(ctx context.Context, rig *realtimeRig, n int) (conns []*websocket.Conn, failed int, firstErr error) {
-	dialer := &websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 512}
-	var mu sync.Mutex
-	next := atomic.Int64{}
-	var wg sync.WaitGroup
-	for range realtimeDialers {
-		wg.Go(func() {
-			for next.Add(1) <= int64(n) {
-				conn, err := connectRealtimeClient(ctx, dialer, rig)
-				mu.Lock()
-				if err != nil {
-					failed++
-					firstErr = cmpErr(firstErr, err)
-				} else {
-					conns = append(conns, conn)
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return conns, failed, firstErr
-}
-
-func cmpErr(first, err error) error {
-	if first != nil {
-		return first
-	}
-	return err
-}
-
-// connectRealtimeClient dials the hub, authenticates with the admin token
-// and subscribes to every event of the bench model.
-func connectRealtimeClient(ctx context.Context, dialer *websocket.Dialer, rig *realtimeRig) (*websocket.Conn, error) {
-	conn, _, err := dialer.DialContext(ctx, rig.url, nil)
-	if err != nil {
-		return nil, fmt.Errorf("dialing %s: %w", rig.url, err)
-	}
-	err = handshakeRealtime(conn, rig.model)
-	if err != nil {
-		_ = conn.Close()
-		return nil, err
-	}
-	return conn, nil
-}
-
-func handshakeRealtime(conn *websocket.Conn, model string) error {
-	if err := conn.SetReadDeadline(time.Now().Add(30 * time.Second)); err != nil {
-		return err
-	}
-	steps := []struct {
-		name    string
-		request any
-		reply   string
-	}{
-		{"authenticate", map[string]string{"type": "authenticate", "token": realtimeToken}, "authenticated"},
-		{"subscribe", map[string]any{"type": "subscribe", "id": "bench", "models": []string{model}}, "subscribed"},
-	}
-	for _, s := range steps {
-		if err := conn.WriteJSON(s.request); err != nil {
-			return fmt.Errorf("sending %s: %w", s.name, err)
-		}
-		var reply struct{ Type, Code, Message string }
-		if err := conn.ReadJSON(&reply); err != nil {
-			return fmt.Errorf("reading the %s reply: %w", s.reply, err)
-		}
-		if reply.Type != s.reply {
-			return fmt.Errorf("expected a %s reply, got type %q (%s %s)", s.reply, reply.Type, reply.Code, reply.Message)
-		}
-	}
-	return conn.SetReadDeadline(time.Time{})
-}
-
-func closeRealtimeClients(clients []*realtimeClient) {
-	for _, c := range clients {
-		_ = c.conn.Close()
-	}
-}
-
-// read receives messages until the connection ends, and records the latency
-// and the receipt of each change of the current round.
-func (c *realtimeClient) read() {
-	for {
-		_, r, err := c.conn.NextReader()
-		if err != nil {
-			c.closeCode.Store(-1)
-			if ce, ok := errors.AsType[*websocket.CloseError](err); ok {
-				c.closeCode.Store(int32(ce.Code))
-			}
-			return
-		}
-		c.buf, err = readAll(r, c.buf[:0])
-		received := time.Now()
-		if err != nil {
-			continue // the next NextReader returns the connection's error
-		}
-		if seq, ok := instanceSeq(c.buf); ok {
-			c.round.Load().record(c, seq, received)
-		}
-	}
-}
-
-func readAll(r io.Reader, buf []byte) ([]byte, error) {
-	b := bytes.NewBuffer(buf)
-	_, err := b.ReadFrom(r)
-	return b.Bytes(), err
-}
-
-// instanceSeq returns the sequence number in a change message's
-// instanceId, which is the bench row's primary key.
-func instanceSeq(msg []byte) (int64, bool) {
-	const key = `"instanceId":"`
-	i := bytes.Index(msg, []byte(key))
-	if i < 0 {
-		return 0, false
-	}
-	rest := msg[i+len(key):]
-	end := bytes.IndexByte(rest, '"')
-	if end < 0 {
-		return 0, false
-	}
-	seq, err := strconv.ParseInt(string(rest[:end]), 10, 64)
-	return seq, err == nil
-}
-
-// realtimeRound is one run at one rate: the changes with sequence numbers
-// base to base+len(commits)-1, their commit times and what the clients
-// received.
-type realtimeRound struct {
-	base    int64
-	commits []atomic.Int64 // Unix ns taken when the commit returned, 0 before
-	// received counts, per client, the changes of this round it received
-	// once and in order.
-	received   []atomic.Int32
-	duplicates atomic.Int64 // changes a client received again or out of order
-	latency    latencyHistogram
-}
-
-func newRealtimeRound(base int64, changes, clients int) *realtimeRound {
-	return &realtimeRound{base: base, commits: make([]atomic.Int64, changes), received: make([]atomic.Int32, clients)}
-}
-
-func (r *realtimeRound) record(c *realtimeClient, seq int64, received time.Time) {
-	i := seq - r.base
-	if i < 0 || i >= int64(len(r.commits)) {
-		return // a late change of an earlier round
-	}
-	if seq <= c.lastSeq {
-		r.duplicates.Add(1)
-		return
-	}
-	c.lastSeq = seq
-	commit := r.commits[i].Load()
-	for commit == 0 { // the writer has committed but not yet stored the time
-		runtime.Gosched()
-		commit = r.commits[i].Load()
-	}
-	r.latency.record(time.Duration(max(0, received.UnixNano()-commit)))
-	r.received[c.index].Add(1)
 }
 
 const (
@@ -462,25 +330,36 @@ func (r realtimeResult) passed() bool {
 
 // runRealtimeRate writes rate single-row transactions per second for d,
 // waits for the clients to receive them and prints the result.
-func runRealtimeRate(ctx context.Context, rig *realtimeRig, clients []*realtimeClient, rate int, d time.Duration) (realtimeResult, error) {
-	prev := clients[0].round.Load()
+func runRealtimeRate(ctx context.Context, rig *realtimeRig, clients *clientProcess, rate int, d time.Duration) (realtimeResult, error) {
 	changes := rate * int(d/time.Second)
-	round := newRealtimeRound(prev.base+int64(len(prev.commits)), changes, len(clients))
-	clients[0].round.Store(round)
-	open := openClients(clients)
+	base := rig.nextSeq
+	rig.nextSeq += int64(changes)
+	if err := clients.send("round %d %d", base, changes); err != nil {
+		return realtimeResult{}, err
+	}
+	var ready clientReport
+	if err := clients.read("ready", &ready); err != nil {
+		return realtimeResult{}, err
+	}
 	cpuStart := sampleCPU()
 	writesStart, syscallsStart := rig.hub.WriteCounts()
 
-	written, elapsed, err := writeChanges(ctx, rig.pool, round, rate)
-	if err != nil {
+	written, elapsed, writeErr := writeChanges(ctx, rig.pool, clients, base, changes, rate)
+	if err := clients.send("end %d", written); err != nil {
 		return realtimeResult{}, err
 	}
-	waitDelivered(round, clients, written)
-	res := summarize(round, clients, open, rate, written, elapsed)
-	printRealtimeResult(res, rig.hub.SlowClosed())
+	var report clientReport
+	if err := clients.read("result", &report); err != nil {
+		return realtimeResult{}, err
+	}
 	cpuEnd := sampleCPU()
+	if writeErr != nil {
+		return realtimeResult{}, writeErr
+	}
+	res := summarize(report, rate, written, elapsed)
+	printRealtimeResult(res, rig.hub.SlowClosed())
 	fmt.Printf("  delivered %.0f messages/s from the first commit to the end of delivery\n", float64(res.delivered)/cpuEnd.at.Sub(cpuStart.at).Seconds())
-	printCPU(cpuStart, cpuEnd)
+	printCPU(cpuStart, cpuEnd, report.CPUSeconds)
 	writes, syscalls := rig.hub.WriteCounts()
 	if n := syscalls - syscallsStart; n > 0 {
 		fmt.Printf("  hub writes: %d frames in %d system calls (%.2f frames per call)\n",
@@ -489,73 +368,43 @@ func runRealtimeRate(ctx context.Context, rig *realtimeRig, clients []*realtimeC
 	return res, nil
 }
 
-func openClients(clients []*realtimeClient) map[int]bool {
-	open := make(map[int]bool, len(clients))
-	for _, c := range clients {
-		if c.closeCode.Load() == 0 {
-			open[c.index] = true
-		}
-	}
-	return open
-}
-
-// writeChanges inserts one row per transaction on the round's schedule and
-// stores the time each commit returned. A slow round trip delays the
-// following inserts, so the achieved rate can fall below rate.
+// writeChanges inserts one row per transaction on a schedule of rate per
+// second and sends the client process the time each commit returned. A slow
+// round trip delays the following inserts, so the achieved rate can fall
+// below rate.
 // NOTE: that time is taken up to one round trip after the server committed,
 // so latencies read short by as much.
-func writeChanges(ctx context.Context, pool *pgxpool.Pool, round *realtimeRound, rate int) (int, time.Duration, error) {
+func writeChanges(ctx context.Context, pool *pgxpool.Pool, clients *clientProcess, base int64, changes, rate int) (int, time.Duration, error) {
 	interval := time.Second / time.Duration(rate)
 	start := time.Now()
-	for i := range round.commits {
+	for i := range changes {
 		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
 			time.Sleep(wait)
 		}
-		_, err := pool.Exec(ctx, `INSERT INTO bench_items VALUES ($1, 'x', 1, 1, '{}', now())`, round.base+int64(i))
+		_, err := pool.Exec(ctx, `INSERT INTO bench_items VALUES ($1, 'x', 1, 1, '{}', now())`, base+int64(i))
 		if err != nil {
-			return i, time.Since(start), fmt.Errorf("inserting change %d: %w", round.base+int64(i), err)
+			return i, time.Since(start), fmt.Errorf("inserting change %d: %w", base+int64(i), err)
 		}
-		round.commits[i].Store(time.Now().UnixNano())
+		if err := clients.send("commit %d %d", i, time.Now().UnixNano()); err != nil {
+			return i + 1, time.Since(start), err
+		}
 	}
-	return len(round.commits), time.Since(start), nil
+	return changes, time.Since(start), nil
 }
 
-// waitDelivered waits until every open client received every change, or
-// realtimeDrain after the last commit.
-func waitDelivered(round *realtimeRound, clients []*realtimeClient, written int) {
-	deadline := time.Now().Add(realtimeDrain)
-	for time.Now().Before(deadline) {
-		done := true
-		for _, c := range clients {
-			if c.closeCode.Load() == 0 && int(round.received[c.index].Load()) < written {
-				done = false
-				break
-			}
-		}
-		if done {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func summarize(round *realtimeRound, clients []*realtimeClient, open map[int]bool, rate, written int, elapsed time.Duration) realtimeResult {
-	res := realtimeResult{rate: rate, written: written, writeElapsed: elapsed, clients: len(open),
-		expected: int64(written) * int64(len(open)), duplicates: round.duplicates.Load()}
-	for _, c := range clients {
-		if !open[c.index] {
-			continue
-		}
-		res.delivered += int64(round.received[c.index].Load())
-		switch code := c.closeCode.Load(); {
-		case code == 4008:
-			res.slowCloses++
-		case code != 0:
-			res.otherEnded++
+func summarize(r clientReport, rate, written int, elapsed time.Duration) realtimeResult {
+	res := realtimeResult{rate: rate, written: written, writeElapsed: elapsed, clients: r.Clients,
+		expected: r.Expected, delivered: r.Delivered, duplicates: r.Duplicates,
+		slowCloses: r.SlowCloses, otherEnded: r.OtherEnded}
+	var h latencyHistogram
+	for i, n := range r.Buckets {
+		if i >= 0 && i < len(h.counts) {
+			h.counts[i].Store(n)
 		}
 	}
-	res.p50, res.p95, res.p99 = round.latency.quantile(0.50), round.latency.quantile(0.95), round.latency.quantile(0.99)
-	res.max = time.Duration(round.latency.max.Load())
+	h.max.Store(r.MaxNanos)
+	res.p50, res.p95, res.p99 = h.quantile(0.50), h.quantile(0.95), h.quantile(0.99)
+	res.max = time.Duration(r.MaxNanos)
 	return res
 }
 
@@ -579,7 +428,7 @@ func ms(d time.Duration) string {
 // sweepRealtime runs -rate and then every higher rate of
 // realtimeSweepRates, each for at most realtimeSweepStep, until a step
 // fails, and prints the last rate that passed.
-func sweepRealtime(ctx context.Context, rig *realtimeRig, clients []*realtimeClient, opts realtimeOptions) error {
+func sweepRealtime(ctx context.Context, rig *realtimeRig, clients *clientProcess, opts realtimeOptions) error {
 	step := min(opts.duration, realtimeSweepStep)
 	rates := []int{opts.rate}
 	for _, r := range realtimeSweepRates {
@@ -602,7 +451,8 @@ func sweepRealtime(ctx context.Context, rig *realtimeRig, clients []*realtimeCli
 		fmt.Printf("sweep: no rate passed (p99 under %s, every message delivered, no client closed, 95%% of the rate written)\n", realtimeP99Target)
 		return nil
 	}
-	fmt.Printf("sweep: highest passing rate %d changes/s with %d clients (%d messages/s)\n", last, len(clients), last*len(clients))
+	n := clients.connected.Connected
+	fmt.Printf("sweep: highest passing rate %d changes/s with %d clients (%d messages/s)\n", last, n, last*n)
 	return nil
 }
 
@@ -635,17 +485,18 @@ func sampleCPU() cpuSample {
 	return s
 }
 
-// printCPU prints the cores this process and the whole machine (PostgreSQL
-// and any other tenant included) kept busy between two samples.
-func printCPU(from, to cpuSample) {
+// printCPU prints the cores the hub's process, the client process and the
+// whole machine (PostgreSQL and any other tenant included) kept busy between
+// two samples.
+func printCPU(from, to cpuSample, clientSeconds float64) {
 	wall := to.at.Sub(from.at).Seconds()
 	cores := float64(runtime.NumCPU())
 	machine := 0.0
 	if to.ticks > from.ticks {
 		machine = cores * float64(to.busyTicks-from.busyTicks) / float64(to.ticks-from.ticks)
 	}
-	fmt.Printf("  CPU from the first commit to the end of delivery (%.1fs): this process %.2f cores, whole machine %.2f of %.0f cores busy\n",
-		wall, (to.process-from.process).Seconds()/wall, machine, cores)
+	fmt.Printf("  CPU from the first commit to the end of delivery (%.1fs): hub process %.2f cores, client process %.2f, whole machine %.2f of %.0f cores busy\n",
+		wall, (to.process-from.process).Seconds()/wall, clientSeconds/wall, machine, cores)
 }
 
 // memorySample is the Go heap in use plus goroutine stacks, after a GC.
@@ -676,59 +527,20 @@ func residentBytes() uint64 {
 	return pages * uint64(os.Getpagesize())
 }
 
-// heapBySide sums the live heap allocated since MemProfileRate was set to 1,
-// split by call stack. Allocations under net/http's server, melody or the
-// hub count for the hub side. Those under the WebSocket dialer or this
-// file's client code count for the client side, and the rest for neither.
-func heapBySide() (hubSide, clientSide uint64) {
-	runtime.GC() // the profile reflects the heap as of the last GC
-	n, _ := runtime.MemProfile(nil, true)
-	records := make([]runtime.MemProfileRecord, n+100)
-	n, _ = runtime.MemProfile(records, true)
-	for _, r := range records[:n] {
-		switch allocationSide(r.Stack()) {
-		case "hub":
-			hubSide += uint64(r.InUseBytes())
-		case "client":
-			clientSide += uint64(r.InUseBytes())
-		}
+// printConnectionMemory prints the memory of the idle subscribed
+// connections on the hub's side, measured in this process before and after
+// they connected, and on the client side as the client process measured it.
+func printConnectionMemory(before, idle memorySample, clients clientReport) {
+	n := clients.Connected
+	if n == 0 {
+		return
 	}
-	return hubSide, clientSide
-}
-
-func allocationSide(stack []uintptr) string {
-	side := ""
-	frames := runtime.CallersFrames(stack)
-	for {
-		f, more := frames.Next()
-		switch {
-		case strings.HasPrefix(f.Function, "net/http.(*conn)"), strings.HasPrefix(f.Function, "net/http.(*Server)"),
-			strings.HasPrefix(f.Function, "github.com/olahol/melody"), strings.HasPrefix(f.Function, "github.com/civicbase/civicbase/hub"):
-			return "hub"
-		case strings.HasPrefix(f.Function, "github.com/gorilla/websocket.(*Dialer)"), strings.HasPrefix(f.Function, "main.connectRealtimeClient"),
-			strings.HasPrefix(f.Function, "main.(*realtimeClient)"):
-			side = "client"
-		}
-		if !more {
-			return side
-		}
-	}
-}
-
-// printConnectionMemory prints the memory of n idle subscribed connections.
-// Heap is split by allocation site. Stacks are split by time: dialed is
-// taken once every session runs on the hub and before the clients' read
-// loops start.
-func printConnectionMemory(before, dialed, idle memorySample, hubHeap, clientHeap uint64, n int) {
 	per := func(b uint64) float64 { return float64(b) / float64(n) / 1024 }
 	heap, stack := sub(idle.heap, before.heap), sub(idle.stack, before.stack)
-	hubStack, clientStack := sub(dialed.stack, before.stack), sub(idle.stack, dialed.stack)
-	fmt.Printf("memory per idle connection, hub and client together (Go heap in use + stacks): %.1f KB (heap %.1f KB, stacks %.1f KB); RSS %.1f KB\n",
+	fmt.Printf("memory per idle connection, hub side (Go heap in use + goroutine stacks): %.1f KB (heap %.1f KB, stacks %.1f KB); RSS %.1f KB\n",
 		per(heap+stack), per(heap), per(stack), per(sub(idle.rss, before.rss)))
-	fmt.Printf("  hub side: %.1f KB (heap %.1f KB by allocation site, stacks %.1f KB)\n",
-		per(hubHeap+hubStack), per(hubHeap), per(hubStack))
-	fmt.Printf("  client side: %.1f KB (heap %.1f KB, stacks %.1f KB); heap attributed to neither: %.1f KB\n",
-		per(clientHeap+clientStack), per(clientHeap), per(clientStack), per(sub(heap, hubHeap+clientHeap)))
+	fmt.Printf("  client side, for comparison: %.1f KB (heap %.1f KB, stacks %.1f KB); RSS %.1f KB\n",
+		(clients.HeapPerConn+clients.StackPerConn)/1024, clients.HeapPerConn/1024, clients.StackPerConn/1024, clients.RSSPerConn/1024)
 }
 
 func sub(a, b uint64) uint64 {
