@@ -232,7 +232,7 @@ func (s *session) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
 			return s.handleChange(ctx, &s.rc)
 		}
 	}
-	msg, err := pglogrepl.Parse(xld.WALData)
+	msg, err := parseMessage(xld.WALData)
 	if err != nil {
 		return fmt.Errorf("decoding pgoutput message at %s: %w", xld.WALStart, err)
 	}
