@@ -7,6 +7,7 @@
 //	civicbase dev        run against a throwaway local Postgres with a demo schema
 //	civicbase migrate    apply schema migrations and exit
 //	civicbase status     print the slot, event store and webhook queue state
+//	civicbase recreate-slot  accept a lost slot's gap so the service creates a new one
 package main
 
 import (
@@ -46,6 +47,8 @@ func main() {
 		err = migrateCommand(ctx, log)
 	case "status":
 		err = statusCommand(ctx, os.Stdout, os.Getenv)
+	case "recreate-slot":
+		err = recreateSlotCommand(ctx, log, os.Stdout, os.Getenv)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return
@@ -95,6 +98,9 @@ Commands:
             (--keep keeps the cluster folder after Ctrl-C)
   migrate   apply schema migrations to DATABASE_URL and exit
   status    print the slot, event store and webhook queue state of DATABASE_URL
+  recreate-slot
+            accept the loss of a dropped or invalidated replication slot: record the
+            gap, drop the lost slot, and let the service create a new one
   bench     run a benchmark on a throwaway cluster: capture, webhooks or realtime
 
 Environment:

@@ -32,7 +32,8 @@ const (
 
 // ErrSlotLost means the replication slot was dropped or invalidated after
 // events were stored from it. Changes in the gap cannot be recovered from
-// the slot, so the reader stops instead of creating a new slot silently.
+// the slot, so the reader waits for an operator to accept the gap with
+// `civicbase recreate-slot` instead of creating a new slot silently.
 var ErrSlotLost = errors.New("replication slot lost")
 
 // ErrSlotConflict means the configured slot name is taken by a slot that
@@ -56,6 +57,13 @@ type Reader struct {
 
 	// durable is the LSN last reported to the slot as flushed.
 	durable atomic.Uint64
+
+	// lostReport is the lost-slot error last logged and when, so that
+	// Run repeats it only now and then.
+	lostReport struct {
+		msg string
+		at  time.Time
+	}
 }
 
 // Status describes the reader's state for readiness checks.
@@ -97,7 +105,8 @@ func (r *Reader) setStatus(streaming bool, err error) {
 // Run streams until ctx is canceled, reconnecting with exponential backoff
 // and jitter after connection or server failures. It returns nil when ctx
 // ends and an error only for failures that a retry cannot fix, such as a
-// lost slot.
+// slot name taken by another database. A lost slot does not end it: it
+// reports the loss and waits for `civicbase recreate-slot`.
 func (r *Reader) Run(ctx context.Context) error {
 	backoff := minBackoff
 	for {
@@ -110,8 +119,19 @@ func (r *Reader) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrSlotConflict) {
+		if errors.Is(err, ErrSlotConflict) {
 			return err
+		}
+		if errors.Is(err, ErrSlotLost) {
+			// The service keeps serving stored events, and /readyz shows
+			// err, until an operator accepts the loss.
+			r.reportSlotLost(ctx, err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(SlotRecheckInterval):
+			}
+			continue
 		}
 		if time.Since(started) > time.Minute {
 			backoff = minBackoff
@@ -177,7 +197,8 @@ func (r *Reader) connect(ctx context.Context) (*pgconn.PgConn, error) {
 }
 
 // ensureSlot creates the slot on first start and otherwise checks that it is
-// usable. It returns the store's checkpoint for the slot.
+// usable. It returns the position to stream from: the store's checkpoint
+// for the slot, or a new slot's consistent point.
 func (r *Reader) ensureSlot(ctx context.Context, conn *pgconn.PgConn) (pglogrepl.LSN, error) {
 	checkpoint, err := r.store.Checkpoint(ctx, r.cfg.Slot)
 	if err != nil {
@@ -190,18 +211,11 @@ func (r *Reader) ensureSlot(ctx context.Context, conn *pgconn.PgConn) (pglogrepl
 		FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.Slot).Scan(&plugin, &database, &current, &walStatus, &activePID)
 	switch {
 	case errors.Is(err, pgxNoRows):
-		if checkpoint != 0 {
-			return 0, fmt.Errorf("%w: slot %s no longer exists, but events up to LSN %s were stored from it, so changes after that may be missing; "+
-				"to accept the gap and start a new slot, run DELETE FROM civicbase.checkpoints WHERE slot_name = '%s'; and restart",
-				ErrSlotLost, r.cfg.Slot, checkpoint, r.cfg.Slot)
-		}
-		return r.createSlot(ctx, conn)
+		return r.missingSlot(ctx, conn, checkpoint)
 	case err != nil:
 		return 0, fmt.Errorf("looking up slot %s: %w", r.cfg.Slot, err)
 	case walStatus == "lost":
-		return 0, fmt.Errorf("%w: slot %s was invalidated (wal_status lost) because it retained more WAL than max_slot_wal_keep_size allows; "+
-			"changes after LSN %s are gone from the WAL; to accept the gap, drop the slot (SELECT pg_drop_replication_slot('%s');), "+
-			"run DELETE FROM civicbase.checkpoints WHERE slot_name = '%s'; and restart", ErrSlotLost, r.cfg.Slot, checkpoint, r.cfg.Slot, r.cfg.Slot)
+		return 0, r.slotLostError(ctx, lostInvalidated, checkpoint)
 	case database != current:
 		// Slot names are unique per server, not per database.
 		return 0, fmt.Errorf("%w: slot %s belongs to database %q, not %q; set another slot name (slot: in CIVICBASE_CONFIG) for this database",
@@ -211,7 +225,7 @@ func (r *Reader) ensureSlot(ctx context.Context, conn *pgconn.PgConn) (pglogrepl
 	case activePID != nil:
 		return 0, fmt.Errorf("slot %s is in use by server process %d; only one reader may stream a slot", r.cfg.Slot, *activePID)
 	}
-	return checkpoint, nil
+	return r.resumePendingGap(ctx, checkpoint)
 }
 
 func (r *Reader) createSlot(ctx context.Context, conn *pgconn.PgConn) (pglogrepl.LSN, error) {

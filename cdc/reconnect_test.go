@@ -10,7 +10,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/civicbase/civicbase/cdc"
 	"github.com/civicbase/civicbase/internal/pgcluster"
 	"github.com/civicbase/civicbase/internal/pgtest"
 )
@@ -72,30 +71,4 @@ func TestLargeTransactionHeapStaysBounded(t *testing.T) {
 
 	t.Logf("max heap during a %d-row transaction: %.1f MB", rows, float64(maxHeap.Load())/(1<<20))
 	require.Less(t, maxHeap.Load(), uint64(60<<20))
-}
-
-func TestDroppedSlotStopsReader(t *testing.T) {
-	t.Parallel()
-	b := setup(t, profilesSchema, "")
-	b.exec(t, `INSERT INTO user_profiles (id, name) VALUES ('p1', 'n')`)
-	b.waitEvents(t, 1)
-	b.stop()
-	waitFor(t, 10*time.Second, "slot inactive", func() bool {
-		var active bool
-		require.NoError(t, b.pool.QueryRow(context.Background(),
-			`SELECT active FROM pg_replication_slots WHERE slot_name = $1`, b.cfg.Slot).Scan(&active))
-		return !active
-	})
-	b.exec(t, `SELECT pg_drop_replication_slot($1)`, b.cfg.Slot)
-
-	reader := cdc.NewReader(b.cfg, b.pool, b.store, testLogger())
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err := reader.Run(ctx)
-
-	require.ErrorIs(t, err, cdc.ErrSlotLost)
-	require.ErrorContains(t, err, "no longer exists, but events up to LSN")
-	var exists bool
-	require.NoError(t, b.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, b.cfg.Slot).Scan(&exists))
-	require.False(t, exists, "the reader must not create a new slot over the gap")
 }
