@@ -26,6 +26,9 @@ type apiError struct {
 	// events are missing, and the event id to read on after.
 	Reason     string `json:"reason,omitempty"`
 	ResumeFrom string `json:"resumeFrom,omitempty"`
+	// emptyField marks an error about a body member whose name is the empty
+	// string, so that field is "" rather than null.
+	emptyField bool
 }
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
@@ -48,7 +51,7 @@ func quote(s string) string {
 // not escape <, > and &, so messages read as JSON.stringify writes them.
 func marshalError(e *apiError) []byte {
 	var field *string
-	if e.Field != "" {
+	if e.Field != "" || e.emptyField {
 		field = &e.Field
 	}
 	type body struct {

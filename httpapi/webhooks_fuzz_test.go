@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
 
 	"github.com/civicbase/civicbase/config"
 	"github.com/civicbase/civicbase/delivery"
@@ -189,4 +190,16 @@ func fuzzServer(f *testing.F) (http.Handler, string) {
 		f.Fatalf("registering a webhook: %d %s", rec.Code, rec.Body)
 	}
 	return handler, hook.ID
+}
+
+// A member whose name is the empty string is still named: field is "",
+// not null as for errors about the request as a whole.
+func TestUnknownEmptyMemberIsNamed(t *testing.T) {
+	t.Parallel()
+	bundle := setupWebhooks(t, devOptions())
+
+	resp := bundle.send(t, http.MethodPost, "/webhooks", `{"":"x"}`)
+
+	requireError(t, resp, http.StatusBadRequest, "unknown_field")
+	require.Contains(t, string(resp.body), `"field":""`)
 }

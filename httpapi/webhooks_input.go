@@ -69,10 +69,11 @@ func decodeBody(body []byte, dst any, fields bodyFields) error {
 		want, ok := fields[name]
 		if !ok {
 			return &apiError{
-				Status:  http.StatusBadRequest,
-				Code:    "unknown_field",
-				Field:   name,
-				Message: fmt.Sprintf("unknown member %s; the accepted members are %s", quote(name), fields.names()),
+				Status:     http.StatusBadRequest,
+				Code:       "unknown_field",
+				Field:      name,
+				emptyField: name == "",
+				Message:    fmt.Sprintf("unknown member %s; the accepted members are %s", quote(name), fields.names()),
 			}
 		}
 		if bytes.Equal(bytes.TrimSpace(members[name]), []byte("null")) {
