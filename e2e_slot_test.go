@@ -248,6 +248,7 @@ func TestDroppedSlotEndToEnd(t *testing.T) {
 	require.Contains(t, detail, "slot "+slot+" does not exist, but events up to LSN")
 	require.Contains(t, detail, "run `civicbase recreate-slot`")
 	requireLoggedError(t, svc)
+	require.Contains(t, getText(t, "http://"+svc.addr+"/metrics"), "\ncivicbase_cdc_slot_lost 1\n")
 	var exists bool
 	require.NoError(t, pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, slot).Scan(&exists))
 	require.False(t, exists, "no slot is created over the gap")
@@ -257,4 +258,5 @@ func TestDroppedSlotEndToEnd(t *testing.T) {
 	_, err = pool.Exec(ctx, `INSERT INTO items VALUES (2)`)
 	require.NoError(t, err)
 	waitUntil(t, 30*time.Second, "event stored from the new slot", func() bool { total, _ := countEvents(t, pool); return total == 2 })
+	require.Contains(t, getText(t, "http://"+svc.addr+"/metrics"), "\ncivicbase_cdc_slot_lost 0\n")
 }

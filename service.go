@@ -102,6 +102,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, onListening
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reader := cdc.NewReader(cfg, pool, st, log.With("component", "cdc"))
 	reader.SetMetrics(cdc.NewMetrics(reg))
+	reg.MustRegister(cdc.NewSlotLostGauge(reader))
 	reg.MustRegister(cdc.NewSlotCollector(pool, cfg.Slot, log.With("component", "cdc")))
 	dispatcher := newDispatcher(cfg, st, cipher, delivery.NewMetrics(reg), log.With("component", "delivery"))
 	reg.MustRegister(delivery.NewQueueCollector(pool, log.With("component", "delivery")))

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/civicbase/civicbase/store"
 )
@@ -127,6 +128,21 @@ func (r *Reader) resolveGap(ctx context.Context, gap *store.Gap, lsn pglogrepl.L
 	r.log.WarnContext(ctx, "replication slot recreated after an accepted loss; consumers behind the gap get resync_required",
 		"slot", r.cfg.Slot, "gap_id", gap.ID, "lost_after", gap.LostAfter, "lsn", lsn, "resume_from", resumeFrom)
 	return lsn, nil
+}
+
+// NewSlotLostGauge returns the civicbase_cdc_slot_lost gauge of reader for
+// registration. A dropped slot has no row in pg_replication_slots, so the
+// slot metrics vanish with it, and this gauge is what alerts on it.
+func NewSlotLostGauge(reader *Reader) prometheus.GaugeFunc {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "civicbase_cdc_slot_lost",
+		Help: "1 while replication is stopped because the slot was dropped or invalidated after events were stored from it, until civicbase recreate-slot is run; else 0.",
+	}, func() float64 {
+		if errors.Is(reader.Status().Err, ErrSlotLost) {
+			return 1
+		}
+		return 0
+	})
 }
 
 // ResumeBoundary returns the greatest event id that a transaction
