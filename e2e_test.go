@@ -90,7 +90,7 @@ func startService(t *testing.T, url string, env ...string) *process {
 		// Slot names are unique per server and the tests share one, so
 		// each database gets its own slot, the same across restarts.
 		path := filepath.Join(t.TempDir(), "civicbase.yaml")
-		slot := "slot_" + strings.NewReplacer("/", "", "?sslmode=disable", "").Replace(url[strings.LastIndex(url, "/"):])
+		slot := slotName(url)
 		// A short lease lets deliveries claimed by a killed instance come
 		// back within seconds.
 		cfg := "slot: " + slot + "\nwebhooks:\n  timeout: 2s\n  lease: 3s\n"
@@ -107,6 +107,12 @@ func startService(t *testing.T, url string, env ...string) *process {
 		}
 	})
 	return p
+}
+
+// slotName returns the slot that startService configures for the database
+// at url.
+func slotName(url string) string {
+	return "slot_" + strings.NewReplacer("/", "", "?sslmode=disable", "").Replace(url[strings.LastIndex(url, "/"):])
 }
 
 func (p *process) waitExit(t *testing.T, timeout time.Duration) error {

@@ -30,6 +30,10 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first signal starts a graceful shutdown. Unregistering then
+	// restores the default action, so a second signal ends the process at
+	// once.
+	context.AfterFunc(ctx, stop)
 
 	cmd := "serve"
 	args := os.Args[1:]

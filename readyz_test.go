@@ -16,6 +16,7 @@ import (
 
 type readyzBody struct {
 	Status string `json:"status"`
+	Role   string `json:"role"`
 	Checks []struct {
 		Name   string `json:"name"`
 		OK     bool   `json:"ok"`

@@ -111,7 +111,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, onListening
 	authLimiter := authlimit.New(authlimit.Config{}, log.With("component", "authlimit"))
 	app := httpapi.New(httpapi.Options{
 		AdminToken: cfg.AdminToken, AuthLimiter: authLimiter, Events: st, Gatherer: reg, Logger: log.With("component", "httpapi"),
-		Ready: readiness(pool, reader), Webhooks: st, Cipher: cipher, Guard: delivery.Guard{AllowPrivate: cfg.Dev},
+		Ready: readiness(pool, reader), Role: func() string { return reader.Status().Role }, Webhooks: st, Cipher: cipher, Guard: delivery.Guard{AllowPrivate: cfg.Dev},
 		Catalog: catalog(cfg, pool), RotationGrace: cfg.Webhooks.RotationGrace,
 	})
 	realtime := hub.New(hub.Config{
@@ -126,11 +126,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, onListening
 	}
 	log.InfoContext(ctx, "http server listening", "addr", ln.Addr().String())
 
+	stopLog := context.AfterFunc(ctx, func() {
+		log.Info("shutting down; a second SIGTERM or Ctrl-C stops at once", "timeout", cfg.ShutdownTimeout)
+	})
+	defer stopLog()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return reader.Run(gctx) })
 	g.Go(func() error { return dispatcher.Run(gctx) })
 	g.Go(func() error { return realtime.Run(gctx) })
-	g.Go(func() error { return servehttp(gctx, srv, ln) })
+	g.Go(func() error { return servehttp(gctx, srv, ln, cfg.ShutdownTimeout) })
 	g.Go(func() error { return prune(gctx, st, cfg.Retention, log) })
 	if onListening != nil {
 		g.Go(func() error { return waitStreaming(gctx, reader, onListening) })
@@ -140,7 +144,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, onListening
 	return err
 }
 
-func servehttp(ctx context.Context, srv *http.Server, ln net.Listener) error {
+func servehttp(ctx context.Context, srv *http.Server, ln net.Listener, shutdownTimeout time.Duration) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -148,7 +152,7 @@ func servehttp(ctx context.Context, srv *http.Server, ln net.Listener) error {
 		return fmt.Errorf("serving http: %w", err)
 	case <-ctx.Done():
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("shutting down http server: %w", err)
@@ -217,12 +221,13 @@ func readiness(pool *pgxpool.Pool, reader *cdc.Reader) func(context.Context) []h
 		} else if n > 0 {
 			checks[1] = httpapi.Check{Name: "migrations", Detail: fmt.Sprintf("%d migrations pending; run civicbase migrate", n)}
 		}
-		if st := reader.Status(); !st.Streaming {
-			detail := "replication not streaming; the service is reconnecting, see its log"
-			if errors.Is(st.Err, cdc.ErrSlotLost) {
-				detail = st.Err.Error()
-			}
-			checks[2] = httpapi.Check{Name: "replication", Detail: detail}
+		// A standby is ready: it serves the API, the hub and webhook
+		// deliveries while another instance reads the slot.
+		switch st := reader.Status(); {
+		case errors.Is(st.Err, cdc.ErrSlotLost):
+			checks[2] = httpapi.Check{Name: "replication", Detail: st.Err.Error()}
+		case st.Role != cdc.RoleStandby && !st.Streaming:
+			checks[2] = httpapi.Check{Name: "replication", Detail: "replication not streaming; the service is reconnecting, see its log"}
 		}
 		return checks
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/civicbase/civicbase/cdc"
 	"github.com/civicbase/civicbase/config"
 )
 
@@ -45,6 +46,9 @@ func statusCommand(ctx context.Context, out io.Writer, getenv func(string) strin
 
 	fmt.Fprintf(out, "civicbase status of %s\n\n", describeDSN(dsn))
 	if err := printSlot(ctx, out, pool, slot); err != nil {
+		return err
+	}
+	if err := printSlotLock(ctx, out, pool, slot); err != nil {
 		return err
 	}
 	if err := printEvents(ctx, out, pool); err != nil {
@@ -88,6 +92,53 @@ func printSlot(ctx context.Context, out io.Writer, pool *pgxpool.Pool, slot stri
 	} else {
 		fmt.Fprintf(w, "  safe_wal_size\t%s\n", humanBytes(*safe))
 	}
+	fmt.Fprintln(w)
+	return w.Flush()
+}
+
+// printSlotLock shows which server process holds the slot's advisory lock,
+// that is which instance reads the slot, and how many instances stand by.
+func printSlotLock(ctx context.Context, out io.Writer, pool *pgxpool.Pool, slot string) error {
+	key := cdc.LeaderLockKey(slot)
+	rows, err := pool.Query(ctx, `SELECT l.pid, l.granted, coalesce(host(a.client_addr), ''), a.backend_start
+		FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.locktype = 'advisory' AND l.objsubid = 1
+			AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+			AND ((l.classid::int8 << 32) | l.objid::int8) = $1`, key)
+	if err != nil {
+		return fmt.Errorf("reading the lock of slot %s: %w", slot, err)
+	}
+	defer rows.Close()
+
+	leader, standbys := "none: no instance holds the lock, so none reads the slot", 0
+	for rows.Next() {
+		var pid int32
+		var granted bool
+		var client string
+		var started *time.Time
+		if err := rows.Scan(&pid, &granted, &client, &started); err != nil {
+			return fmt.Errorf("reading the lock of slot %s: %w", slot, err)
+		}
+		if !granted {
+			standbys++
+			continue
+		}
+		leader = fmt.Sprintf("server process %d", pid)
+		if client != "" {
+			leader += ", client " + client
+		}
+		if started != nil {
+			leader += ", connected " + started.UTC().Format(time.RFC3339)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading the lock of slot %s: %w", slot, err)
+	}
+
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "Slot lock (advisory lock %d)\n", key)
+	fmt.Fprintf(w, "  leader\t%s\n", leader)
+	fmt.Fprintf(w, "  standbys\t%d waiting\n", standbys)
 	fmt.Fprintln(w)
 	return w.Flush()
 }

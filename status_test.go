@@ -46,6 +46,8 @@ func TestStatusShowsSlotEventsAndQueue(t *testing.T) {
 	require.Contains(t, text, "Replication slot "+slot)
 	require.Regexp(t, regexp.MustCompile(`active\s+yes`), text)
 	require.Regexp(t, regexp.MustCompile(`wal_status\s+reserved`), text)
+	require.Regexp(t, regexp.MustCompile(`leader\s+server process \d+`), text)
+	require.Regexp(t, regexp.MustCompile(`standbys\s+0 waiting`), text)
 	require.Regexp(t, regexp.MustCompile(`stored\s+2,`), text)
 	require.Regexp(t, regexp.MustCompile(`wh_\S+\s+`+regexp.QuoteMeta(strings.TrimPrefix(failing.URL, "http://"))+`\s+yes\s+2\s`), text)
 	require.NotContains(t, text, "secret-in-query", "only the host of an endpoint is shown")

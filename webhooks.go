@@ -19,7 +19,7 @@ func newDispatcher(cfg config.Config, st *store.Store, cipher *delivery.Cipher, 
 	w := cfg.Webhooks
 	return delivery.NewDispatcher(delivery.Config{
 		Workers: w.Workers, PerEndpoint: w.PerEndpoint, ConnectTimeout: w.ConnectTimeout, Timeout: w.Timeout, Lease: w.Lease,
-		Schedule: w.Schedule, DisableAfter: w.DisableAfter, AllowPrivate: cfg.Dev, Metrics: metrics,
+		Schedule: w.Schedule, DisableAfter: w.DisableAfter, ShutdownTimeout: cfg.ShutdownTimeout, AllowPrivate: cfg.Dev, Metrics: metrics,
 	}, st, cipher, log)
 }
 

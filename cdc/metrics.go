@@ -20,6 +20,7 @@ type Metrics struct {
 	changes   *prometheus.CounterVec
 	events    *prometheus.CounterVec
 	storedLSN prometheus.Gauge
+	leader    prometheus.Gauge
 	// oldestPending is the commit time, in Unix nanoseconds, of the oldest
 	// change received but not yet stored, or 0 when none is pending.
 	oldestPending atomic.Int64
@@ -44,12 +45,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "civicbase_cdc_stored_lsn",
 			Help: "WAL position up to which every change is stored and reported to the slot as flushed, as a byte offset.",
 		}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "civicbase_cdc_leader",
+			Help: "1 while this instance holds the slot lock and reads the slot, 0 while it stands by.",
+		}),
 	}
 	lag := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "civicbase_cdc_lag_seconds",
 		Help: "Seconds since the commit of the oldest change received but not yet stored; 0 when nothing is pending.",
 	}, m.lagSeconds)
-	reg.MustRegister(m.changes, m.events, m.storedLSN, lag)
+	reg.MustRegister(m.changes, m.events, m.storedLSN, m.leader, lag)
 	return m
 }
 
@@ -89,6 +94,17 @@ func (m *Metrics) setStored(lsn pglogrepl.LSN) {
 		return
 	}
 	m.storedLSN.Set(float64(lsn))
+}
+
+func (m *Metrics) setLeader(leader bool) {
+	if m == nil {
+		return
+	}
+	if leader {
+		m.leader.Set(1)
+	} else {
+		m.leader.Set(0)
+	}
 }
 
 // slotQueryTimeout bounds the slot query of one scrape, so a slow database

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -36,6 +37,18 @@ const (
 // `civicbase recreate-slot` instead of creating a new slot silently.
 var ErrSlotLost = errors.New("replication slot lost")
 
+// errSlotActive means another server process streams the slot. After a
+// takeover that is typically the previous leader's, still exiting.
+var errSlotActive = errors.New("replication slot active")
+
+// Slot activity retries: while the slot is active in another server
+// process, the leader retries every slotActivePoll without a warning for
+// slotActiveQuiet, then with the usual backoff and warnings.
+const (
+	slotActivePoll  = 100 * time.Millisecond
+	slotActiveQuiet = 10 * time.Second
+)
+
 // ErrSlotConflict means the configured slot name is taken by a slot that
 // this service cannot use. A retry would meet the same slot, so the reader
 // stops.
@@ -59,7 +72,7 @@ type Reader struct {
 	durable atomic.Uint64
 
 	// lostReport is the lost-slot error last logged and when, so that
-	// Run repeats it only now and then.
+	// readSlot repeats it only now and then.
 	lostReport struct {
 		msg string
 		at  time.Time
@@ -68,6 +81,10 @@ type Reader struct {
 
 // Status describes the reader's state for readiness checks.
 type Status struct {
+	// Role is RoleLeader while this reader holds the slot lock,
+	// RoleStandby once it found the lock taken or lost it, and empty
+	// before its first attempt to take the lock has finished.
+	Role string
 	// Streaming is true while a replication session is running.
 	Streaming bool
 	// Err is the last error that ended a session, if any.
@@ -99,26 +116,86 @@ func (r *Reader) DurableLSN() pglogrepl.LSN { return pglogrepl.LSN(r.durable.Loa
 func (r *Reader) setStatus(streaming bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.status = Status{Streaming: streaming, Err: err, Since: time.Now()}
+	r.status = Status{Role: r.status.Role, Streaming: streaming, Err: err, Since: time.Now()}
 }
 
-// Run streams until ctx is canceled, reconnecting with exponential backoff
-// and jitter after connection or server failures. It returns nil when ctx
-// ends and an error only for failures that a retry cannot fix, such as a
-// slot name taken by another database. A lost slot does not end it: it
-// reports the loss and waits for `civicbase recreate-slot`.
+func (r *Reader) setRole(role string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.status.Role != role {
+		r.status.Role, r.status.Since = role, time.Now()
+	}
+	r.metrics.setLeader(role == RoleLeader)
+}
+
+// Run reads the slot until ctx is canceled. It first takes the slot's
+// advisory lock (see LeaderLockKey), standing by while another instance
+// holds it, and reads only while the lock connection lives. It reconnects
+// with exponential backoff and jitter after connection or server failures.
+// It returns nil when ctx ends and an error only for failures that a retry
+// cannot fix, such as a slot name taken by another database. A lost slot
+// does not end it: it reports the loss and waits for `civicbase
+// recreate-slot`.
 func (r *Reader) Run(ctx context.Context) error {
 	backoff := minBackoff
+	for {
+		started := time.Now()
+		err := r.lead(ctx)
+		r.setRole(RoleStandby)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrSlotConflict) {
+			return err
+		}
+		if time.Since(started) > time.Minute {
+			backoff = minBackoff
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		msg := "replication stopped; reconnecting"
+		if errors.Is(err, errLeadershipLost) {
+			msg = "slot lock connection lost; stopped reading the slot, reconnecting"
+		}
+		r.log.WarnContext(ctx, msg, "slot", r.cfg.Slot, "err", err, "retry_in", wait.Round(time.Millisecond))
+		if !sleep(ctx, wait) {
+			return nil
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// lead waits for the slot lock, then reads the slot until ctx ends, the
+// lock connection fails or a session fails in a way that needs a new lock
+// connection too.
+func (r *Reader) lead(ctx context.Context) error {
+	leadCtx, lock, err := r.acquireLeadership(ctx)
+	if err != nil {
+		return err
+	}
+	defer lock.release(ctx)
+	err = r.readSlot(leadCtx)
+	if ctx.Err() == nil && leadCtx.Err() != nil {
+		return context.Cause(leadCtx)
+	}
+	return err
+}
+
+// readSlot runs replication sessions one after another, with backoff, until
+// ctx ends or a session fails with a conflicting slot.
+func (r *Reader) readSlot(ctx context.Context) error {
+	backoff := minBackoff
+	var activeSince time.Time
 	for {
 		started := time.Now()
 		err := r.runSession(ctx)
 		// Changes held in memory are resent by the server after the
 		// reconnect; until then the slot lag metrics show the backlog.
 		r.metrics.setOldestPending(time.Time{})
-		r.setStatus(false, err)
 		if ctx.Err() != nil {
-			return nil
+			r.setStatus(false, context.Cause(ctx))
+			return err
 		}
+		r.setStatus(false, err)
 		if errors.Is(err, ErrSlotConflict) {
 			return err
 		}
@@ -126,10 +203,23 @@ func (r *Reader) Run(ctx context.Context) error {
 			// The service keeps serving stored events, and /readyz shows
 			// err, until an operator accepts the loss.
 			r.reportSlotLost(ctx, err)
-			select {
-			case <-ctx.Done():
+			if !sleep(ctx, SlotRecheckInterval) {
 				return nil
-			case <-time.After(SlotRecheckInterval):
+			}
+			continue
+		}
+		// Right after a takeover, the previous leader's server process can
+		// hold the slot for a moment while it exits, so retry quickly and
+		// quietly for a while.
+		if !errors.Is(err, errSlotActive) {
+			activeSince = time.Time{}
+		} else if activeSince.IsZero() {
+			activeSince = time.Now()
+		}
+		if !activeSince.IsZero() && time.Since(activeSince) < slotActiveQuiet {
+			r.log.DebugContext(ctx, "slot still active in another server process; retrying", "slot", r.cfg.Slot, "err", err)
+			if !sleep(ctx, slotActivePoll) {
+				return nil
 			}
 			continue
 		}
@@ -138,12 +228,22 @@ func (r *Reader) Run(ctx context.Context) error {
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		r.log.WarnContext(ctx, "replication stopped; reconnecting", "slot", r.cfg.Slot, "err", err, "retry_in", wait.Round(time.Millisecond))
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, wait) {
 			return nil
-		case <-time.After(wait):
 		}
 		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// sleep waits for d and reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -168,6 +268,11 @@ func (r *Reader) runSession(ctx context.Context) error {
 		Mode:       pglogrepl.LogicalReplication,
 		PluginArgs: []string{"proto_version '1'", fmt.Sprintf("publication_names '%s'", r.cfg.Publication)},
 	})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.ObjectInUse {
+		// The slot became active after ensureSlot looked.
+		return fmt.Errorf("%w: starting replication on slot %s: %w", errSlotActive, r.cfg.Slot, err)
+	}
 	if err != nil {
 		return fmt.Errorf("starting replication on slot %s: %w", r.cfg.Slot, err)
 	}
@@ -223,7 +328,10 @@ func (r *Reader) ensureSlot(ctx context.Context, conn *pgconn.PgConn) (pglogrepl
 	case plugin != "pgoutput":
 		return 0, fmt.Errorf("%w: slot %s uses plugin %q, not pgoutput; drop it or set another slot name", ErrSlotConflict, r.cfg.Slot, plugin)
 	case activePID != nil:
-		return 0, fmt.Errorf("slot %s is in use by server process %d; only one reader may stream a slot", r.cfg.Slot, *activePID)
+		return 0, fmt.Errorf("%w: slot %s is in use by server process %d although this instance holds the slot lock (advisory lock %d); "+
+			"either the previous reader's connection has not ended yet (a dead one ends within wal_sender_timeout) "+
+			"or a process that does not take the lock reads the slot, such as another consumer; stop that reader",
+			errSlotActive, r.cfg.Slot, *activePID, LeaderLockKey(r.cfg.Slot))
 	}
 	return r.resumePendingGap(ctx, checkpoint)
 }

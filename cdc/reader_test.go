@@ -27,6 +27,8 @@ type bundle struct {
 	stop  func()
 	// metrics, when set before start, is passed to the reader.
 	metrics *cdc.Metrics
+	// reader is the reader that start started.
+	reader *cdc.Reader
 }
 
 func testLogger() *slog.Logger {
@@ -86,6 +88,7 @@ func (b *bundle) start(t *testing.T) {
 	t.Helper()
 	reader := cdc.NewReader(b.cfg, b.pool, b.store, testLogger())
 	reader.SetMetrics(b.metrics)
+	b.reader = reader
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- reader.Run(ctx) }()

@@ -1,6 +1,7 @@
 package cdc
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -393,10 +394,11 @@ func (s *session) collect(ctx context.Context, wait bool) error {
 	return nil
 }
 
-// drain runs at shutdown: it stores what is batched and reports the final
-// durable position, so a restart does not redo that work.
+// drain runs when ctx ends: it stores what is batched and reports the final
+// durable position, so a restart does not redo that work. It reads nothing
+// more from the slot, and it is bounded by the configured shutdown timeout.
 func (s *session) drain(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cmp.Or(s.r.cfg.ShutdownTimeout, 10*time.Second))
 	defer cancel()
 	if err := s.flush(ctx); err != nil {
 		return fmt.Errorf("flushing at shutdown: %w", err)

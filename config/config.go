@@ -69,6 +69,11 @@ type Config struct {
 	// position is ahead of the stored position, before the reader ends it
 	// and reconnects. Default 2m, minimum 10s.
 	StallTimeout time.Duration `yaml:"stallTimeout"`
+	// ShutdownTimeout bounds each step of a graceful shutdown after SIGTERM
+	// or SIGINT: webhook attempts in flight, storing the changes the reader
+	// holds, and closing HTTP connections. The steps run in parallel.
+	// Default 10s.
+	ShutdownTimeout time.Duration `yaml:"shutdownTimeout"`
 	// BatchSize is the most events written to the store in one transaction.
 	// Default 2000.
 	BatchSize int `yaml:"batchSize"`
@@ -221,6 +226,7 @@ func (c Config) WithDefaults() Config {
 	c.ReplicaIdentity = cmp.Or(c.ReplicaIdentity, IdentityFull)
 	c.StatusInterval = cmp.Or(c.StatusInterval, 10*time.Second)
 	c.StallTimeout = cmp.Or(c.StallTimeout, 2*time.Minute)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 10*time.Second)
 	c.BatchSize = cmp.Or(c.BatchSize, 2000)
 	c.Webhooks.RotationGrace = cmp.Or(c.Webhooks.RotationGrace, 24*time.Hour)
 	tables := make([]Table, len(c.Tables))

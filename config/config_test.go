@@ -41,6 +41,7 @@ func TestParseAppliesDefaults(t *testing.T) {
 	require.Equal(t, 7*24*time.Hour, c.Retention)
 	require.Equal(t, IdentityFull, c.ReplicaIdentity)
 	require.Equal(t, 2*time.Minute, c.StallTimeout)
+	require.Equal(t, 10*time.Second, c.ShutdownTimeout)
 	require.Equal(t, Table{Name: "public.user_profiles", Model: "UserProfile", ReplicaIdentity: IdentityFull}, c.Tables[0])
 	require.Equal(t, Table{Name: "app.orders", Model: "Order", ReplicaIdentity: IdentityDefault}, c.Tables[1])
 }
@@ -54,6 +55,7 @@ func TestParseRejectsBadInput(t *testing.T) {
 		{"BadSlot", "slot: Bad-Slot", `slot "Bad-Slot" is not a valid slot name`},
 		{"ShortRetention", "retention: 1s", "retention 1s is too short"},
 		{"ShortStallTimeout", "stallTimeout: 5s", "stallTimeout 5s is too short"},
+		{"ShortShutdownTimeout", "shutdownTimeout: 100ms", "shutdownTimeout 100ms is out of range"},
 		{"BadIdentity", "replicaIdentity: nothing", `replicaIdentity "nothing" is not known`},
 		{"OwnSchema", "tables: [{name: civicbase.events}]", "the service's own schema civicbase"},
 		{"Duplicate", "tables: [{name: a}, {name: public.a}]", `table "public.a" is listed twice`},

@@ -31,6 +31,9 @@ func (c Config) validateFile() error {
 	if c.StallTimeout < 10*time.Second {
 		add("stallTimeout %s is too short; use at least 10s, e.g. 2m", c.StallTimeout)
 	}
+	if c.ShutdownTimeout < time.Second || c.ShutdownTimeout > 10*time.Minute {
+		add("shutdownTimeout %s is out of range; use 1s to 10m", c.ShutdownTimeout)
+	}
 	if c.BatchSize < 1 || c.BatchSize > 100000 {
 		add("batchSize %d is out of range; use 1 to 100000", c.BatchSize)
 	}

@@ -47,6 +47,9 @@ type Config struct {
 	// this process wakes the dispatcher: retries coming due, and events
 	// stored by another instance. Default 500ms.
 	PollInterval time.Duration
+	// ShutdownTimeout is how long attempts in flight when Run's context
+	// ends may continue before they are canceled. Default 10s.
+	ShutdownTimeout time.Duration
 	// AllowPrivate allows endpoints on loopback and private addresses, for
 	// development (CIVICBASE_DEV=true).
 	AllowPrivate bool
@@ -64,6 +67,7 @@ func (c Config) WithDefaults() Config {
 	c.Lease = cmp.Or(c.Lease, 60*time.Second)
 	c.DisableAfter = cmp.Or(c.DisableAfter, 120*time.Hour)
 	c.PollInterval = cmp.Or(c.PollInterval, 500*time.Millisecond)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, 10*time.Second)
 	if len(c.Schedule) == 0 {
 		c.Schedule = DefaultSchedule
 	}
@@ -88,6 +92,7 @@ type Dispatcher struct {
 	taken    chan struct{} // a worker took from the queue
 	mu       sync.Mutex
 	endpoint map[string]chan struct{} // per-endpoint tokens
+	unsent   []store.Claimed          // claimed, not sent, and no longer queued
 	results  chan store.Result
 }
 
@@ -106,43 +111,88 @@ func NewDispatcher(cfg Config, st *store.Store, cipher *Cipher, log *slog.Logger
 	}
 }
 
-// Run sends deliveries until ctx ends. It then lets attempts in flight
-// finish, records their results, and releases the leases of deliveries it
-// claimed but did not send, so a restarted instance sends them at once.
+// Run sends deliveries until ctx ends. It then starts no new attempt, lets
+// attempts in flight finish for up to ShutdownTimeout and records their
+// results. Deliveries it claimed but did not send, and those whose attempt
+// the timeout cut short, get their leases released, so another instance,
+// or this one after a restart, sends them at once.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	recorded := make(chan struct{})
 	go func() {
 		defer close(recorded)
 		d.record(context.WithoutCancel(ctx))
 	}()
+	// Attempts run under sendCtx, which outlives ctx by ShutdownTimeout.
+	sendCtx, cancelSends := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelSends()
 	var workers sync.WaitGroup
 	for range d.cfg.Workers {
-		workers.Go(func() { d.work(ctx) })
+		workers.Go(func() { d.work(ctx, sendCtx) })
 	}
 	d.claimLoop(ctx)
+	deadline := time.AfterFunc(d.cfg.ShutdownTimeout, cancelSends)
 	workers.Wait()
+	deadline.Stop()
 	close(d.results)
 	<-recorded
 	d.release(context.WithoutCancel(ctx))
 	return nil
 }
 
-// work sends queued deliveries until ctx ends.
-func (d *Dispatcher) work(ctx context.Context) {
+// work sends queued deliveries until ctx ends. Attempts run under sendCtx.
+func (d *Dispatcher) work(ctx, sendCtx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case c := <-d.queue:
-			select {
-			case d.taken <- struct{}{}:
-			default:
+			if !d.send(ctx, sendCtx, c) {
+				return
 			}
-			res := d.attempt(ctx, c)
-			d.cfg.Metrics.observe(c, res)
-			d.results <- res
 		}
 	}
+}
+
+// send makes one attempt at c and queues its result. It returns false, and
+// keeps c for release, when ctx ended before the attempt began.
+func (d *Dispatcher) send(ctx, sendCtx context.Context, c store.Claimed) bool {
+	if ctx.Err() != nil {
+		// select chose the queue although ctx had ended too.
+		d.keepUnsent(c)
+		return false
+	}
+	select {
+	case d.taken <- struct{}{}:
+	default:
+	}
+	// Waiting for a slow endpoint's token is not yet an attempt, so
+	// shutdown stops it.
+	tokens := d.endpointTokens(c.WebhookID)
+	select {
+	case tokens <- struct{}{}:
+	case <-ctx.Done():
+		d.keepUnsent(c)
+		return false
+	}
+	res := d.attempt(sendCtx, c)
+	<-tokens
+	if sendCtx.Err() != nil && res.Status != store.StatusDelivered {
+		// Cut short by the shutdown timeout: not the endpoint's fault, so
+		// it is released rather than counted as a failed attempt.
+		d.keepUnsent(c)
+		return true
+	}
+	d.cfg.Metrics.observe(c, res)
+	d.results <- res
+	return true
+}
+
+// keepUnsent adds c to the deliveries that release gives back at the end of
+// Run.
+func (d *Dispatcher) keepUnsent(c store.Claimed) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.unsent = append(d.unsent, c)
 }
 
 func (d *Dispatcher) claimLoop(ctx context.Context) {
@@ -186,9 +236,11 @@ func (d *Dispatcher) claim(ctx context.Context, n int) int {
 	return len(claimed)
 }
 
-// release gives back the leases of queued deliveries that were not sent.
+// release gives back the leases of deliveries claimed but not sent.
 func (d *Dispatcher) release(ctx context.Context) {
-	var left []store.Claimed
+	d.mu.Lock()
+	left := d.unsent
+	d.mu.Unlock()
 	for {
 		select {
 		case c := <-d.queue:

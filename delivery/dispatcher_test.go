@@ -126,8 +126,9 @@ func (b *bundle) write(t *testing.T, instances ...string) []string {
 	return ids
 }
 
-// run starts a dispatcher that stops when the test ends.
-func (b *bundle) run(t *testing.T, cfg delivery.Config) {
+// run starts a dispatcher that stops when the test ends. The function it
+// returns stops it earlier: it cancels Run's context and waits for Run.
+func (b *bundle) run(t *testing.T, cfg delivery.Config) (stop func()) {
 	t.Helper()
 	cfg.AllowPrivate = true
 	if cfg.PollInterval == 0 {
@@ -137,7 +138,7 @@ func (b *bundle) run(t *testing.T, cfg delivery.Config) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
+	stop = sync.OnceFunc(func() {
 		cancel()
 		select {
 		case err := <-done:
@@ -146,6 +147,8 @@ func (b *bundle) run(t *testing.T, cfg delivery.Config) {
 			t.Error("dispatcher did not stop within 30s")
 		}
 	})
+	t.Cleanup(stop)
+	return stop
 }
 
 func (b *bundle) deliveries(t *testing.T, webhookID string) []store.DeliveryInfo {

@@ -43,12 +43,9 @@ type outcome struct {
 	endpointGone bool
 }
 
-// attempt sends one claimed delivery and returns its result.
+// attempt sends one claimed delivery and returns its result. The caller
+// holds one of the endpoint's tokens.
 func (d *Dispatcher) attempt(ctx context.Context, c store.Claimed) store.Result {
-	tokens := d.endpointTokens(c.WebhookID)
-	tokens <- struct{}{}
-	defer func() { <-tokens }()
-
 	started := time.Now()
 	res := store.Result{DeliveryID: c.ID, WebhookID: c.WebhookID, AttemptedAt: started, LeaseUntil: c.LeaseUntil, Attempts: c.Attempts}
 	hook, err := d.hooks.get(ctx, c.WebhookID)

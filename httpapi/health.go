@@ -34,7 +34,8 @@ func (a *api) healthz(c *fiber.Ctx) error {
 }
 
 // readyz serves GET /readyz: 200 with status "ready" when every check is
-// OK, and 503 with status "unready" otherwise.
+// OK, and 503 with status "unready" otherwise. The body also carries the
+// instance's replication role when Options.Role is set.
 func (a *api) readyz(c *fiber.Ctx) error {
 	checks := []Check{}
 	if a.ready != nil {
@@ -52,9 +53,14 @@ func (a *api) readyz(c *fiber.Ctx) error {
 			break
 		}
 	}
+	var role string
+	if a.role != nil {
+		role = a.role()
+	}
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.Status(code).JSON(struct {
 		Status string  `json:"status"`
+		Role   string  `json:"role,omitempty"`
 		Checks []Check `json:"checks"`
-	}{status, checks})
+	}{status, role, checks})
 }

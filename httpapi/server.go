@@ -74,6 +74,9 @@ type Options struct {
 	// timeout. Nil means always ready. /readyz needs no token, so a check's
 	// Detail must not contain secrets.
 	Ready func(ctx context.Context) []Check
+	// Role, when not nil, returns this instance's replication role
+	// ("leader" or "standby"), which GET /readyz reports next to its checks.
+	Role func() string
 	// AuthLimiter limits failed bearer token attempts per client address.
 	// Nil gets a limiter with authlimit's defaults for this API alone.
 	// Share one with the WebSocket hub, so that an address blocked on one
@@ -111,6 +114,7 @@ type api struct {
 	hasToken  bool
 	events    EventSource
 	ready     func(ctx context.Context) []Check
+	role      func() string
 	logger    *slog.Logger
 	hooks     webhookAPI
 	// routes maps each registered path to its methods, for 404 messages and
@@ -130,6 +134,7 @@ func New(opts Options) *fiber.App {
 	a := &api{
 		events: opts.Events,
 		ready:  opts.Ready,
+		role:   opts.Role,
 		logger: cmp.Or(opts.Logger, slog.Default()),
 	}
 	a.setToken(opts.AdminToken)
