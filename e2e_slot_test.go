@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/civicbase/civicbase/internal/pgcluster"
 	"github.com/civicbase/civicbase/internal/pgtest"
 )
 
@@ -119,11 +118,8 @@ func requireLoggedError(t *testing.T, svc *process) {
 
 func TestInvalidatedSlotEndToEnd(t *testing.T) {
 	t.Parallel()
-	pgtest.Cluster(t) // skips when an external server is configured
+	c := pgtest.OwnCluster(t)
 	ctx := context.Background()
-	c, err := pgcluster.Start(ctx, pgcluster.Options{})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Remove(context.Background()) })
 	url := c.URL("postgres")
 	pool, err := pgxpool.New(ctx, url)
 	require.NoError(t, err)

@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/civicbase/civicbase/internal/pgcluster"
 	"github.com/civicbase/civicbase/internal/pgtest"
 )
 
@@ -42,11 +41,8 @@ func getReadyz(addr string) (int, readyzBody) {
 
 func TestReadyzFollowsPostgresRestart(t *testing.T) {
 	t.Parallel()
-	pgtest.Cluster(t) // skips when an external server is configured
+	c := pgtest.OwnCluster(t)
 	ctx := context.Background()
-	c, err := pgcluster.Start(ctx, pgcluster.Options{})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Remove(context.Background()) })
 	admin, err := pgxpool.New(ctx, c.URL("postgres"))
 	require.NoError(t, err)
 	_, err = admin.Exec(ctx, `CREATE DATABASE readyz`)

@@ -10,17 +10,13 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/civicbase/civicbase/internal/pgcluster"
 	"github.com/civicbase/civicbase/internal/pgtest"
 )
 
 func TestReaderReconnectsAfterPostgresRestart(t *testing.T) {
 	t.Parallel()
-	pgtest.Cluster(t) // skips when an external server is configured
+	c := pgtest.OwnCluster(t)
 	ctx := context.Background()
-	c, err := pgcluster.Start(ctx, pgcluster.Options{})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Remove(context.Background()) })
 	b := setupOn(t, c.URL("postgres"), profilesSchema, "")
 
 	b.exec(t, `INSERT INTO user_profiles (id, name) SELECT 'a' || g, 'n' FROM generate_series(1, 100) g`)

@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/civicbase/civicbase/cdc"
-	"github.com/civicbase/civicbase/internal/pgcluster"
 	"github.com/civicbase/civicbase/internal/pgtest"
 	"github.com/civicbase/civicbase/store"
 )
@@ -176,11 +175,8 @@ func TestAcceptSlotLossRejectsUsableSlot(t *testing.T) {
 
 func TestInvalidatedSlotWaitsForRecreate(t *testing.T) {
 	t.Parallel()
-	pgtest.Cluster(t) // skips when an external server is configured
+	c := pgtest.OwnCluster(t)
 	ctx := context.Background()
-	c, err := pgcluster.Start(ctx, pgcluster.Options{})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Remove(context.Background()) })
 	b := setupOn(t, c.URL("postgres"), profilesSchema+`; CREATE SCHEMA filler; CREATE TABLE filler.wal (body text)`, "")
 	b.exec(t, `INSERT INTO user_profiles (id, name) VALUES ('p1', 'n')`)
 	b.waitEvents(t, 1)

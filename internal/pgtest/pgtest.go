@@ -70,6 +70,25 @@ func Cluster(t testing.TB) *pgcluster.Cluster {
 	return cluster
 }
 
+// OwnCluster starts a throwaway cluster for this test alone, for tests that
+// stop the server or change its settings, and removes it when the test
+// ends. Like Cluster, it skips the test when CIVICBASE_TEST_DATABASE_URL is
+// set.
+func OwnCluster(t testing.TB) *pgcluster.Cluster {
+	t.Helper()
+	if os.Getenv(EnvURL) != "" {
+		t.Skipf("%s is set; this test needs a throwaway cluster of its own", EnvURL)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := pgcluster.Start(ctx, pgcluster.Options{})
+	if err != nil {
+		t.Fatalf("starting a throwaway postgres for %s: %v", t.Name(), err)
+	}
+	t.Cleanup(func() { _ = c.Remove(context.Background()) })
+	return c
+}
+
 // ServerURL returns a URL of the maintenance database on the test server.
 func ServerURL(t testing.TB) string {
 	t.Helper()
