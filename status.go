@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"text/tabwriter"
 	"time"
 
@@ -14,7 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/civicbase/civicbase/cdc"
-	"github.com/civicbase/civicbase/config"
+	"github.com/civicbase/civicbase/store"
 )
 
 // statusCommand prints a summary of the slot, the event store and the
@@ -24,17 +23,9 @@ func statusCommand(ctx context.Context, out io.Writer, getenv func(string) strin
 	if dsn == "" {
 		return errors.New("DATABASE_URL is not set; set it to the watched database")
 	}
-	slot := "civicbase_slot"
-	if path := getenv("CIVICBASE_CONFIG"); path != "" {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return fmt.Errorf("reading CIVICBASE_CONFIG: %w", err)
-		}
-		cfg, err := config.Parse(data)
-		if err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		slot = cfg.Slot
+	slot, err := configuredSlot(getenv)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -52,6 +43,9 @@ func statusCommand(ctx context.Context, out io.Writer, getenv func(string) strin
 		return err
 	}
 	if err := printEvents(ctx, out, pool); err != nil {
+		return err
+	}
+	if err := printGaps(ctx, out, store.New(pool), slot); err != nil {
 		return err
 	}
 	return printWebhooks(ctx, out, pool)
@@ -75,7 +69,8 @@ func printSlot(ctx context.Context, out io.Writer, pool *pgxpool.Pool, slot stri
 		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active, &walStatus, &confirmed, &lag, &retained, &safe)
 	fmt.Fprintf(out, "Replication slot %s\n", slot)
 	if errors.Is(err, pgx.ErrNoRows) {
-		fmt.Fprintf(out, "  missing: the service creates it on first start; if it ran before, see \"Delivery guarantees\" in the README\n\n")
+		fmt.Fprintf(out, "  missing: the service creates it on first start; if events were stored from it, "+
+			"run civicbase recreate-slot (see \"When a slot is lost\" in the README)\n\n")
 		return nil
 	}
 	if err != nil {
@@ -158,6 +153,38 @@ func printEvents(ctx context.Context, out io.Writer, pool *pgxpool.Pool) error {
 	}
 	fmt.Fprint(out, "\n\n")
 	return nil
+}
+
+// printGaps lists the recorded points before which events may be missing:
+// accepted slot losses and the prune horizon.
+func printGaps(ctx context.Context, out io.Writer, st *store.Store, slot string) error {
+	pending, err := st.PendingGap(ctx, slot)
+	if err != nil {
+		return err
+	}
+	gaps, err := st.GapsAfter(ctx, "")
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "Gaps")
+	if pending == nil && len(gaps) == 0 {
+		fmt.Fprintln(w, "  none")
+	}
+	if pending != nil {
+		fmt.Fprintf(w, "  slot lost\tgap %d, %s, after LSN %s: accepted, waiting for the service to create the new slot\n",
+			pending.ID, pending.Detail, pending.LostAfter)
+	}
+	for _, g := range gaps {
+		if g.Reason == store.GapEventsPruned {
+			fmt.Fprintf(w, "  events pruned\tup to %s, committed up to %s\n", g.ResumeFrom, g.At.UTC().Format(time.RFC3339))
+			continue
+		}
+		fmt.Fprintf(w, "  slot lost\tgap %d, %s: LSN %s to %s not captured; complete after %s since %s\n",
+			g.ID, g.Detail, g.LostAfter, g.ResumeLSN, g.ResumeFrom, g.At.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintln(w)
+	return w.Flush()
 }
 
 func printWebhooks(ctx context.Context, out io.Writer, pool *pgxpool.Pool) error {

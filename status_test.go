@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +15,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/civicbase/civicbase/sql"
+	"github.com/civicbase/civicbase/store"
 )
 
 func TestStatusShowsSlotEventsAndQueue(t *testing.T) {
@@ -51,6 +56,38 @@ func TestStatusShowsSlotEventsAndQueue(t *testing.T) {
 	require.Regexp(t, regexp.MustCompile(`stored\s+2,`), text)
 	require.Regexp(t, regexp.MustCompile(`wh_\S+\s+`+regexp.QuoteMeta(strings.TrimPrefix(failing.URL, "http://"))+`\s+yes\s+2\s`), text)
 	require.NotContains(t, text, "secret-in-query", "only the host of an endpoint is shown")
+}
+
+func TestStatusShowsGaps(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url, pool := newDatabase(t, ``)
+	require.NoError(t, sql.Migrate(ctx, pool, slog.New(slog.DiscardHandler)))
+	st := store.New(pool)
+	old := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	id := func(n int) string { return fmt.Sprintf("evt_%026x", n) }
+	var events []store.Event
+	for n := 1; n <= 2; n++ {
+		events = append(events, store.Event{ID: id(n), Event: "data.created", Model: "Item", Table: "public.items",
+			CommitTime: old, Payload: []byte(`{}`)})
+	}
+	require.NoError(t, st.Write(ctx, events, nil))
+	_, err := st.Prune(ctx, old.Add(time.Second), 100)
+	require.NoError(t, err)
+	resolved, err := st.AcceptSlotLoss(ctx, "civicbase_slot", "dropped", 0x100)
+	require.NoError(t, err)
+	require.NoError(t, st.ResolveGap(ctx, resolved.ID, "civicbase_slot", 0x200, id(3)))
+	pending, err := st.AcceptSlotLoss(ctx, "civicbase_slot", "invalidated (wal_status lost)", 0x300)
+	require.NoError(t, err)
+
+	var out bytes.Buffer
+	err = statusCommand(ctx, &out, func(k string) string { return map[string]string{"DATABASE_URL": url}[k] })
+	require.NoError(t, err)
+
+	text := out.String()
+	require.Regexp(t, `events pruned\s+up to `+id(2)+`, committed up to 2024-05-01T12:00:00Z`, text)
+	require.Regexp(t, fmt.Sprintf(`slot lost\s+gap %d, dropped: LSN 0/100 to 0/200 not captured; complete after %s since `, resolved.ID, id(3)), text)
+	require.Regexp(t, fmt.Sprintf(`slot lost\s+gap %d, invalidated \(wal_status lost\), after LSN 0/300: accepted, waiting`, pending.ID), text)
 }
 
 func TestStatusWithoutDatabaseURL(t *testing.T) {
