@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -155,12 +157,25 @@ func checkFuzzResponse(t *testing.T, route fuzzRoute, input []byte, rec *httptes
 	}
 }
 
+// fuzzDatabaseEnv passes the database of the fuzzing process to its
+// workers, which run fuzzServer too and read its environment. So they start
+// no cluster of their own, which they could not remove: the coordinator
+// kills them when fuzzing ends.
+const fuzzDatabaseEnv = "CIVICBASE_FUZZ_DATABASE_URL"
+
 // fuzzServer returns the handler of NewServer for an API on a fresh
 // database in development mode, so that webhook URLs are never resolved,
 // and the id of one registered webhook.
 func fuzzServer(f *testing.F) (http.Handler, string) {
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, pgtest.NewDB(f))
+	dbURL := os.Getenv(fuzzDatabaseEnv)
+	if dbURL == "" {
+		dbURL = pgtest.NewDB(f)
+		if fuzzing, worker := flag.Lookup("test.fuzz"), flag.Lookup("test.fuzzworker"); fuzzing.Value.String() != "" && worker.Value.String() == "false" {
+			f.Setenv(fuzzDatabaseEnv, dbURL)
+		}
+	}
+	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		f.Fatal(err)
 	}
