@@ -24,7 +24,7 @@ type yamlNode struct {
 var (
 	lineMessage    = regexp.MustCompile(`(?s)^line (\d+): (.*)$`)
 	unknownField   = regexp.MustCompile(`^field (.*) not found in type config\.(\w+)$`)
-	cannotDecode   = regexp.MustCompile("(?s)^cannot unmarshal (!\\S*)(?: `(.*)`)? into (.+)$")
+	cannotDecode   = regexp.MustCompile("(?s)^cannot unmarshal (!.*?)(?: `(.*)`)? into (.+)$")
 	yamlTypeStruct = map[string]reflect.Type{
 		"Config": reflect.TypeFor[Config](), "Webhooks": reflect.TypeFor[Webhooks](),
 		"Table": reflect.TypeFor[Table](), "SemanticEvent": reflect.TypeFor[SemanticEvent](),
@@ -196,7 +196,7 @@ func describeWrongType(line int, tag, value, target string, nodes []yamlNode, us
 	got := map[string]string{"!!map": "a mapping", "!!seq": "a list", "!!str": "a string", "!!int": "an integer",
 		"!!float": "a number", "!!bool": "a boolean", "!!null": "null"}[tag]
 	if got == "" {
-		got = "a value tagged " + tag
+		got = "a value tagged " + strconv.Quote(tag)
 	}
 	if value != "" {
 		got += " " + strconv.Quote(value)

@@ -30,6 +30,7 @@ func TestParseNamesKeyOfYAMLError(t *testing.T) {
 			"tables[0].colour (line 3): unknown key; the keys accepted here are name, model, replicaIdentity, events"},
 		{"UnknownKeyWithSpace", "my key: 1", `"my key" (line 1): unknown key`},
 		{"MultilineValue", "0\n\n0", `the top level (line 1): expected a mapping with the keys publication, slot,`},
+		{"TagWithTab", "!%09", `the top level (line 1): expected a mapping with the keys publication, slot,`},
 		{"CustomTag", "!0", "the top level (line 1): expected a mapping with the keys publication, slot,"},
 		{"UnknownWebhooksKey", "webhooks:\n  retries: 3", "webhooks.retries (line 2): unknown key; the keys accepted here are workers,"},
 	}
