@@ -120,6 +120,10 @@ func (c Config) WithDefaults() Config {
 // never drops a message.
 const melodyHeadroom = 8
 
+// stallCloseMargin is how long past StallTimeout a blocked write waits
+// before it fails.
+const stallCloseMargin = 10 * time.Second
+
 // replyRoom returns how many replies may be queued beyond SendBuffer. The
 // read loop waits until fewer than SendBuffer messages are outstanding before
 // it handles a message, and one message gets at most MaxSubscriptions+1
@@ -176,6 +180,11 @@ func New(cfg Config, st *store.Store, pool *pgxpool.Pool, log *slog.Logger) *Hub
 	m := melody.New()
 	m.Config.MaxMessageSize = cfg.MaxMessageSize
 	m.Config.MessageBufferSize = cfg.SendBuffer + cfg.replyRoom() + melodyHeadroom
+	// A write that outlives melody's WriteWait fails and ends the session's
+	// writes, close frame included. The hub must close a stalled session
+	// with 4008 first, so the write waits StallTimeout plus a margin in
+	// which a client that reads again gets the close frame.
+	m.Config.WriteWait = cfg.StallTimeout + stallCloseMargin
 	// Protocol pings keep melody's defaults: a ping every 54s, and a session
 	// that sends no pong within 60s is closed.
 	m.Upgrader.CheckOrigin = h.checkOrigin
