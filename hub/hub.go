@@ -28,6 +28,10 @@
 // events and SendBuffer messages per session. Only a session whose
 // connection takes no message for Config.StallTimeout is closed with 4008.
 //
+// When events are known to be missing (a lost replication slot, or a since
+// older than the pruned events), the session gets a resync_required message
+// naming the id from which its stream is complete again, never a silent skip.
+//
 // refresh replaces a session's token without reconnecting. Subscriptions
 // that the new token does not allow are removed, each with an error, before
 // the refreshed reply. A session whose token's exp passes is closed with
