@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -82,6 +84,9 @@ func (h *Hub) checkToken(token string) (*grant, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: filter claim: %w", errInvalidToken, err)
 	}
+	if err := h.checkFilterClaim(claims.Filter); err != nil {
+		return nil, fmt.Errorf("%w: filter claim: %w", errInvalidToken, err)
+	}
 	g := &grant{allModels: claims.Models == nil, filters: filters}
 	if claims.ExpiresAt != nil {
 		g.expires = claims.ExpiresAt.Time
@@ -93,6 +98,34 @@ func (h *Hub) checkToken(token string) (*grant, error) {
 		}
 	}
 	return g, nil
+}
+
+// checkFilterClaim rejects a filter claim that would pin nothing: a model
+// with no column, or a model name that is not watched, such as "project"
+// for Project. Either would let the token see every row of the model it
+// was meant to narrow, so the token is rejected rather than trusted.
+func (h *Hub) checkFilterClaim(claim map[string]map[string]json.RawMessage) error {
+	for _, model := range slices.Sorted(maps.Keys(claim)) {
+		if len(claim[model]) == 0 {
+			return fmt.Errorf("model %q pins no column; pin at least one, such as {\"owner_id\":42}", model)
+		}
+	}
+	if len(claim) == 0 || h.cfg.Catalog == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), catalogTimeout)
+	defer cancel()
+	models, _, err := h.cfg.Catalog(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the watched models to check it failed: %w", err)
+	}
+	for _, model := range slices.Sorted(maps.Keys(claim)) {
+		if !slices.Contains(models, model) {
+			return fmt.Errorf("model %q is not watched, so the filter would narrow nothing; use a watched model name (%s)",
+				model, strings.Join(models, ", "))
+		}
+	}
+	return nil
 }
 
 // errTooManyAttempts means the session's address has used up its failed

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/civicbase/civicbase/canon"
@@ -46,6 +47,21 @@ func (h *Hub) replayStart(c *client, msg clientMessage) (string, bool) {
 		return "", false
 	}
 	if gap == nil {
+		newest, err := h.store.NewestKnownID(ctx)
+		if err != nil {
+			h.log.Error("reading the newest event id for a subscribe failed", "conn_id", c.id, "since", msg.Since, "err", err)
+			c.sendError(codeUnavailable, "reading the event store failed; retry the subscribe", msg.ID)
+			return "", false
+		}
+		if msg.Since > newest {
+			// Waiting for since would mute the session until this
+			// database's ids pass it, which may never happen.
+			h.log.Info("subscribe since an id newer than every stored event", "conn_id", c.id, "since", msg.Since, "newest", newest)
+			c.sendError(codeInvalidSince, fmt.Sprintf("since %s is newer than every event this server stored (newest %q), "+
+				"so it comes from another database, such as one restored or recreated; reload your state and subscribe without since",
+				msg.Since, newest), msg.ID)
+			return "", false
+		}
 		return msg.Since, true
 	}
 	h.log.Info("subscribe since an id behind a gap; sending resync_required", "conn_id", c.id,

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/civicbase/civicbase/canon"
 	"github.com/civicbase/civicbase/store"
@@ -67,13 +68,34 @@ func jsonStrings(values []string) []byte {
 
 // errorMessage builds {"type":"error","code","message","id"?}; id names the
 // subscription the error is about, if any.
+// Error replies quote the client's input, so they are clipped: a session
+// may queue a few hundred replies, and each must stay small whatever the
+// client sent.
+const (
+	maxErrorMessageBytes   = 1024
+	maxSubscriptionIDBytes = 128
+)
+
+// clip returns s cut to at most n bytes at a UTF-8 boundary, with "…" after
+// the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
 func errorMessage(code, message, subID string) []byte {
 	var o canon.Object
 	o.Add("type", jsonString("error"))
 	o.Add("code", jsonString(code))
-	o.Add("message", jsonString(message))
+	o.Add("message", jsonString(clip(message, maxErrorMessageBytes)))
 	if subID != "" {
-		o.Add("id", jsonString(subID))
+		o.Add("id", jsonString(clip(subID, maxSubscriptionIDBytes)))
 	}
 	return o.AppendTo(nil)
 }

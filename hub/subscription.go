@@ -68,6 +68,9 @@ func (h *Hub) parseSubscription(g *grant, msg clientMessage) (*subscription, *su
 	switch {
 	case msg.ID == "":
 		return nil, &subscriptionError{codeInvalidSubscription, "subscribe needs an id, which the server echoes in its replies"}
+	case len(msg.ID) > maxSubscriptionIDBytes:
+		return nil, &subscriptionError{codeInvalidSubscription,
+			fmt.Sprintf("subscription id is %d bytes; use at most %d", len(msg.ID), maxSubscriptionIDBytes)}
 	case len(msg.Models) == 0:
 		return nil, &subscriptionError{codeInvalidSubscription, "subscribe needs at least one model in models"}
 	case msg.Since != "" && !eventIDPattern.MatchString(msg.Since):

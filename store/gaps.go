@@ -232,3 +232,17 @@ func (s *Store) LastEventID(ctx context.Context) (string, error) {
 	}
 	return id, nil
 }
+
+// NewestKnownID returns the greatest event id this database has stored,
+// pruned ones included, or "" when it never stored one. A cursor past it
+// comes from another database, such as one restored from a backup.
+func (s *Store) NewestKnownID(ctx context.Context) (string, error) {
+	var id string
+	err := s.pool.QueryRow(ctx, `SELECT greatest(
+		coalesce((SELECT max(id) FROM civicbase.events), '') COLLATE "C",
+		coalesce((SELECT through_id FROM civicbase.pruned), '') COLLATE "C")`).Scan(&id)
+	if err != nil {
+		return "", fmt.Errorf("reading the newest event id: %w", err)
+	}
+	return id, nil
+}

@@ -1,0 +1,87 @@
+package hub_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/require"
+)
+
+// TestSubscribeSinceAheadOfStore covers a since from another database, such
+// as a browser tab that outlived a recreated one: the subscribe is rejected
+// and the session's other subscriptions keep receiving events.
+func TestSubscribeSinceAheadOfStore(t *testing.T) {
+	t.Parallel()
+	b := setup(t, testConfig())
+	c := dial(t, b.url)
+	c.authenticate(adminToken)
+	c.subscribe("live", []string{"Project"}, nil)
+	first := b.event("Project", "data.created", `{"n":1}`)
+	b.write(t, first)
+	require.Equal(t, first.ID, c.readType("create").ID)
+
+	const ahead = "evt_ffffffffffffffffffffffffff"
+	c.send(map[string]any{"type": "subscribe", "id": "ahead", "models": []string{"UserProfile"}, "since": ahead})
+	reply := c.readType("error")
+	require.Equal(t, "invalid_since", reply.Code)
+	require.Equal(t, "ahead", reply.ID)
+	require.Contains(t, reply.Message, ahead)
+
+	second := b.event("Project", "data.created", `{"n":2}`)
+	b.write(t, second)
+	require.Equal(t, second.ID, c.readType("create").ID)
+}
+
+// TestFilterClaimFailsClosed rejects filter claims that would narrow
+// nothing, rather than letting their holder see every row of the model.
+func TestFilterClaimFailsClosed(t *testing.T) {
+	t.Parallel()
+	b := setup(t, testConfig())
+	claims := map[string]jwt.MapClaims{
+		"EmptyColumns": {"filter": map[string]any{"Project": map[string]any{}}},
+		"NullColumns":  {"filter": map[string]any{"Project": nil}},
+		"UnknownModel": {"filter": map[string]any{"project": map[string]any{"owner_id": 1}}},
+	}
+	for name, claim := range claims {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			c := dial(t, b.url)
+			c.send(map[string]string{"type": "authenticate", "token": signHS256(t, jwtSecret, claim)})
+			m := c.read()
+			require.Equal(t, "invalid_token", m.Code, "reply %s", m.raw)
+			require.Contains(t, m.Message, "filter claim")
+		})
+	}
+}
+
+// TestErrorReplyEchoIsBounded keeps error replies small whatever the client
+// sent, so a client that never reads cannot make the server hold megabytes
+// of replies.
+func TestErrorReplyEchoIsBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t, testConfig())
+	c := dial(t, b.url)
+	c.authenticate(adminToken)
+
+	c.sendFrame(websocket.TextMessage, []byte(`{"type":"`+strings.Repeat("\xff", 60000)+`"}`))
+	m := c.readType("error")
+	require.Equal(t, "unknown_type", m.Code)
+	require.Less(t, len(m.raw), 2048, "reply to a 60 KB type")
+
+	c.send(map[string]any{"type": "subscribe", "id": "s1", "models": []string{strings.Repeat("M", 60000)}})
+	m = c.readType("error")
+	require.Equal(t, "unknown_model", m.Code)
+	require.Less(t, len(m.raw), 2048, "reply to a 60 KB model name")
+
+	c.send(map[string]any{"type": "subscribe", "id": strings.Repeat("i", 60000), "models": []string{"Project"}})
+	m = c.readType("error")
+	require.Equal(t, "invalid_subscription", m.Code)
+	require.Less(t, len(m.raw), 2048, "reply to a 60 KB subscription id")
+
+	c.send(map[string]any{"type": "unsubscribe", "id": strings.Repeat("i", 60000)})
+	m = c.readType("error")
+	require.Equal(t, "unknown_subscription", m.Code)
+	require.Less(t, len(m.raw), 2048, "reply to a 60 KB unsubscribe id")
+}
