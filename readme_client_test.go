@@ -134,3 +134,31 @@ probing:
 	case <-time.After(time.Second):
 	}
 }
+
+// TestReadmeClientSurvivesServerDown runs the README's client against an
+// address where nothing listens: it keeps retrying instead of exiting.
+func TestReadmeClientSurvivesServerDown(t *testing.T) {
+	t.Parallel()
+	dir := nodetest.Install(t, filepath.Join("hub", "testdata"))
+	addr := freeAddr(t) // nothing listens there
+	script := readmeClient(t, "ws://"+addr+"/v1/realtime", "test-token-0123456789")
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "client.js"), []byte(script), 0o644))
+
+	node := exec.Command("node", "client.js")
+	node.Dir = dir
+	var stderr bytes.Buffer
+	node.Stderr = &stderr
+	require.NoError(t, node.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- node.Wait() }()
+	t.Cleanup(func() {
+		_ = node.Process.Kill()
+		<-exited
+	})
+	select {
+	case err := <-exited:
+		exited <- err
+		t.Fatalf("the README client exited while the service was down (%v); stderr:\n%s", err, &stderr)
+	case <-time.After(3 * time.Second):
+	}
+}
