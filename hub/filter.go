@@ -150,6 +150,8 @@ type eventRow struct {
 	decoded bool
 	changes map[string]json.RawMessage
 	old     map[string]json.RawMessage
+	// withoutOld is the event's message without old, built on first use.
+	withoutOld []byte
 }
 
 func newEventRow(e *store.Event) *eventRow { return &eventRow{event: e} }
@@ -160,6 +162,16 @@ func newEventRow(e *store.Event) *eventRow { return &eventRow{event: e} }
 // A delete carries the row in old, but only its key columns when the table
 // is not REPLICA IDENTITY FULL.
 func (r *eventRow) column(name string) (json.RawMessage, bool) {
+	r.decode()
+	if v, ok := r.changes[name]; ok {
+		return v, true
+	}
+	v, ok := r.old[name]
+	return v, ok
+}
+
+// decode fills changes and old from the event's payload on first use.
+func (r *eventRow) decode() {
 	if !r.decoded {
 		r.decoded = true
 		var p struct {
@@ -172,11 +184,6 @@ func (r *eventRow) column(name string) (json.RawMessage, bool) {
 			r.changes, r.old = p.Changes, p.Old
 		}
 	}
-	if v, ok := r.changes[name]; ok {
-		return v, true
-	}
-	v, ok := r.old[name]
-	return v, ok
 }
 
 // matches reports whether the row has every pinned column at its pinned
@@ -190,4 +197,37 @@ func (f filter) matches(r *eventRow) bool {
 		}
 	}
 	return true
+}
+
+// movedFrom reports whether the row's old values pin a column of f to
+// another value: the row belonged to someone else before this change, such
+// as a project handed from one owner to another.
+func (f filter) movedFrom(r *eventRow) bool {
+	r.decode()
+	for column, want := range f {
+		if got, ok := r.old[column]; ok && !want.matches(got) {
+			return true
+		}
+	}
+	return false
+}
+
+// messageFor returns the message of the row's event for a session with
+// grant g: msg, or msg without old when old holds another owner's values
+// under g's filter claim, so a session never sees the previous owner's data.
+func (r *eventRow) messageFor(g *grant, msg []byte) []byte {
+	if g == nil {
+		return msg
+	}
+	f := g.filters[r.event.Model]
+	if f == nil || !f.movedFrom(r) {
+		return msg
+	}
+	if r.withoutOld == nil {
+		var err error
+		if r.withoutOld, err = buildEventMessage(*r.event, false); err != nil {
+			return msg // the payload decoded for msg, so this does not happen
+		}
+	}
+	return r.withoutOld
 }

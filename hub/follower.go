@@ -157,7 +157,7 @@ func (c *client) deliverLive(e *store.Event, row *eventRow, msg []byte) *catchUp
 		return c.beginCatchUpLocked()
 	}
 	c.servedUpTo = e.ID
-	c.enqueueLocked(msg, e.ID)
+	c.enqueueLocked(row.messageFor(c.grant, msg), e.ID)
 	return nil
 }
 

@@ -149,7 +149,11 @@ var messageTypes = map[string]string{
 // eventMessage builds the message for e: {"type","id","event","model",
 // "instanceId","changes","old"?,"timestamp","lsn"}. The values of changes and
 // old are the stored payload's bytes, unchanged.
-func eventMessage(e store.Event) ([]byte, error) {
+func eventMessage(e store.Event) ([]byte, error) { return buildEventMessage(e, true) }
+
+// buildEventMessage builds the message of e, with its old values when
+// withOld is set.
+func buildEventMessage(e store.Event, withOld bool) ([]byte, error) {
 	var p storedPayload
 	if err := json.Unmarshal(e.Payload, &p); err != nil {
 		return nil, fmt.Errorf("decoding payload of event %s: %w", e.ID, err)
@@ -166,7 +170,7 @@ func eventMessage(e store.Event) ([]byte, error) {
 	o.Add("model", jsonString(e.Model))
 	o.Add("instanceId", orNull(p.InstanceID))
 	o.Add("changes", orDefault(p.Changes, "{}"))
-	if len(p.Old) > 0 && string(p.Old) != "null" {
+	if withOld && len(p.Old) > 0 && string(p.Old) != "null" {
 		o.Add("old", p.Old)
 	}
 	o.Add("timestamp", orNull(p.Timestamp))

@@ -164,7 +164,7 @@ func (c *client) offerReplayedLocked(e *store.Event, row *eventRow, sub *subscri
 		return false
 	}
 	c.servedUpTo = max(c.servedUpTo, e.ID)
-	c.enqueueLocked(msg, e.ID)
+	c.enqueueLocked(row.messageFor(c.grant, msg), e.ID)
 	return true
 }
 

@@ -85,3 +85,39 @@ func TestErrorReplyEchoIsBounded(t *testing.T) {
 	require.Equal(t, "unknown_subscription", m.Code)
 	require.Less(t, len(m.raw), 2048, "reply to a 60 KB unsubscribe id")
 }
+
+// TestFilterClaimHidesPreviousOwnersValues hands a row from owner 1 to
+// owner 2: owner 2's session gets the update without old, live and in a
+// replay, while an unfiltered session still gets old.
+func TestFilterClaimHidesPreviousOwnersValues(t *testing.T) {
+	t.Parallel()
+	b := setup(t, testConfig())
+	admin := dial(t, b.url)
+	admin.authenticate(adminToken)
+	admin.subscribe("s1", []string{"UserProfile"}, nil)
+	owner2 := dial(t, b.url)
+	owner2.authenticate(ownerToken(t, 2))
+	owner2.subscribe("s1", []string{"UserProfile"}, nil)
+
+	before := b.event("UserProfile", "data.created", `{"owner_id":2}`)
+	moved := b.event("UserProfile", "data.updated", `{"owner_id":2,"note":null}`)
+	moved.Payload = []byte(strings.Replace(string(moved.Payload), `"old":{"name":"before"}`,
+		`"old":{"owner_id":1,"note":"owner 1's private note"}`, 1))
+	b.write(t, before, moved)
+
+	require.Equal(t, before.ID, owner2.readType("create").ID)
+	live := owner2.readType("update")
+	require.Equal(t, moved.ID, live.ID)
+	require.Empty(t, live.Old, "update %s", live.raw)
+	require.NotContains(t, string(live.raw), "owner 1's private note")
+
+	admin.readType("create")
+	require.JSONEq(t, `{"owner_id":1,"note":"owner 1's private note"}`, string(admin.readType("update").Old))
+
+	replayed := dial(t, b.url)
+	replayed.authenticate(ownerToken(t, 2))
+	replayed.send(map[string]any{"type": "subscribe", "id": "s1", "models": []string{"UserProfile"}, "since": before.ID})
+	m := replayed.readType("update")
+	require.Equal(t, moved.ID, m.ID)
+	require.NotContains(t, string(m.raw), "owner 1's private note")
+}
