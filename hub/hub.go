@@ -41,6 +41,7 @@ package hub
 import (
 	"cmp"
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -324,8 +325,17 @@ func (h *Hub) onSent(s *melody.Session, _ []byte) {
 // onError runs on read and write errors. A write error means the connection
 // is gone, so the session's context ends and a running replay or catch-up
 // stops.
+//
+// melody also reports ErrWriteClosed and ErrMessageBufferFull from inside
+// Session.Write and CloseWithMsg, which the hub calls with the client's lock
+// held, so those errors must not take the lock again. The session is closed
+// by then, or its handler is about to stop it.
 func (h *Hub) onError(s *melody.Session, err error) {
 	c := clientOf(s)
+	if errors.Is(err, melody.ErrWriteClosed) || errors.Is(err, melody.ErrMessageBufferFull) {
+		h.log.Debug("write to a closing session skipped", "conn_id", c.id, "err", err)
+		return
+	}
 	c.cancel()
 	h.log.Debug("session ended", "conn_id", c.id, "err", err)
 }

@@ -3,6 +3,7 @@ package hub_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
@@ -120,4 +121,52 @@ func TestFilterClaimHidesPreviousOwnersValues(t *testing.T) {
 	m := replayed.readType("update")
 	require.Equal(t, moved.ID, m.ID)
 	require.NotContains(t, string(m.raw), "owner 1's private note")
+}
+
+// TestFanOutWhileSessionsDisconnect writes events while many clients drop
+// their connections, so fan-out writes to sessions that melody has closed
+// but whose handlers have not returned. melody reports those writes through
+// the error handler from inside the write; the hub must keep serving, and
+// Close must still return.
+func TestFanOutWhileSessionsDisconnect(t *testing.T) {
+	t.Parallel()
+	b := setup(t, testConfig())
+	clients := make([]*wsClient, 500)
+	for i := range clients {
+		clients[i] = dial(t, b.url)
+		clients[i].authenticate(adminToken)
+		clients[i].subscribe("s1", []string{"Project"}, nil)
+	}
+	for round := range 20 {
+		for _, c := range clients[round*15 : (round+1)*15] {
+			_ = c.conn.Close()
+		}
+		b.write(t, b.event("Project", "data.created", `{}`), b.event("Project", "data.created", `{}`))
+	}
+
+	fresh := dial(t, b.url)
+	fresh.authenticate(adminToken)
+	fresh.subscribe("s1", []string{"Project"}, nil)
+	last := b.event("Project", "data.created", `{}`)
+	b.write(t, last)
+	// fresh may first get events written before it subscribed that the
+	// hub had not fanned out yet.
+	for got := fresh.readType("create").ID; got != last.ID; got = fresh.readType("create").ID {
+		require.Less(t, got, last.ID, "the hub stopped serving")
+	}
+
+	// Close the hub while the other 200 sessions are being torn down.
+	for _, c := range clients[300:] {
+		_ = c.conn.Close()
+	}
+	closed := make(chan struct{})
+	go func() {
+		b.hub.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Hub.Close did not return within 30s")
+	}
 }
