@@ -82,9 +82,12 @@ func printSlot(ctx context.Context, out io.Writer, pool *pgxpool.Pool, slot stri
 	fmt.Fprintf(w, "  confirmed\t%s\n", confirmed)
 	fmt.Fprintf(w, "  lag\t%s behind the server's WAL\n", bytesOrUnknown(lag))
 	fmt.Fprintf(w, "  retained WAL\t%s\n", bytesOrUnknown(retained))
-	if safe == nil {
+	switch {
+	case safe == nil && walStatus == "lost":
+		fmt.Fprintf(w, "  safe_wal_size\tnone: the slot lost WAL it needed (see civicbase recreate-slot)\n")
+	case safe == nil:
 		fmt.Fprintf(w, "  safe_wal_size\tunlimited (max_slot_wal_keep_size = -1)\n")
-	} else {
+	default:
 		fmt.Fprintf(w, "  safe_wal_size\t%s\n", humanBytes(*safe))
 	}
 	fmt.Fprintln(w)

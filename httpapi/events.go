@@ -63,6 +63,11 @@ func (a *api) listEvents(c *fiber.Ctx) error {
 		return errResyncRequired("after", gap, gap.Message("events after "+page.after)+
 			"; reload your state and continue with after="+gap.ResumeFrom)
 	}
+	if page.after != "" && len(events) == 0 {
+		if err := checkCursorKnown(ctx, a.events, page.after); err != nil {
+			return err
+		}
+	}
 	hasMore := len(events) > page.limit
 	if hasMore {
 		events = events[:page.limit]
@@ -78,6 +83,27 @@ func (a *api) listEvents(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	return c.Send(body)
+}
+
+// checkCursorKnown rejects an after newer than every event this database
+// stored. Such a cursor comes from another database, such as one restored
+// from a backup, and paging from it would return nothing until this
+// database's ids pass it.
+func checkCursorKnown(ctx context.Context, events EventSource, after string) error {
+	newest, err := events.NewestKnownID(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the newest event id: %w", err)
+	}
+	if after <= newest {
+		return nil
+	}
+	return &apiError{
+		Status: http.StatusConflict,
+		Code:   "unknown_cursor",
+		Field:  "after",
+		Message: fmt.Sprintf("after %s is newer than every event stored here (newest %q), so it comes from another database, "+
+			"such as one restored or recreated; reload your state and page again without after", quote(after), newest),
+	}
 }
 
 // parseEventsPage validates the after and limit query parameters.

@@ -92,6 +92,7 @@ func TestEventsAfter(t *testing.T) {
 	t.Run("Valid", func(t *testing.T) {
 		t.Parallel()
 		bundle := setup(t, httpapi.Options{}, nil)
+		bundle.events.newestID = "evt_" + strings.Repeat("f", 64)
 
 		for _, after := range []string{"evt_0", "evt_00000000016b3748000000010", "evt_" + strings.Repeat("f", 64)} {
 			resp := bundle.get(t, "/events?after="+after)
@@ -110,6 +111,19 @@ func TestEventsAfter(t *testing.T) {
 
 		detail := requireError(t, resp, http.StatusBadRequest, "invalid_parameter")
 		require.Equal(t, "after", detail.Field)
+	})
+
+	t.Run("AheadOfStore", func(t *testing.T) {
+		t.Parallel()
+		bundle := setup(t, httpapi.Options{}, nil)
+		bundle.events.events = []store.Event{testEvent(eventID(2))}
+
+		resp := bundle.get(t, "/events?after="+eventID(9))
+
+		detail := requireError(t, resp, http.StatusConflict, "unknown_cursor")
+		require.Equal(t, "after", detail.Field)
+		require.Contains(t, detail.Message, eventID(9))
+		require.Contains(t, detail.Message, "without after")
 	})
 
 	t.Run("UnknownIDServesGreaterIDs", func(t *testing.T) {

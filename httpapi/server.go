@@ -58,6 +58,9 @@ type EventSource interface {
 	// GapsAfter returns the gaps whose ResumeFrom is greater than cursor,
 	// in ResumeFrom order: the points before which events may be missing.
 	GapsAfter(ctx context.Context, cursor string) ([]store.Gap, error)
+	// NewestKnownID returns the greatest event id ever stored, pruned ones
+	// included, or "" when none was.
+	NewestKnownID(ctx context.Context) (string, error)
 }
 
 var _ EventSource = (*store.Store)(nil)

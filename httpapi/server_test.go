@@ -115,6 +115,7 @@ func TestBodyTooLarge(t *testing.T) {
 func TestPanicRecovery(t *testing.T) {
 	t.Parallel()
 	bundle := setup(t, httpapi.Options{}, nil)
+	bundle.events.newestID = eventID(1)
 	bundle.events.listFunc = func(_ context.Context, after string, _ int) ([]store.Event, error) {
 		if after == "" {
 			panic("test panic in List")

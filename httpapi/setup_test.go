@@ -31,6 +31,9 @@ type fakeEvents struct {
 	events   []store.Event
 	listFunc func(ctx context.Context, after string, limit int) ([]store.Event, error)
 	calls    []listCall
+	// newestID, when set, is what NewestKnownID returns, as if events up
+	// to it had been stored and pruned.
+	newestID string
 }
 
 type listCall struct {
@@ -231,4 +234,14 @@ func eventID(n int) string {
 		n /= 16
 	}
 	return "evt_" + string(id)
+}
+
+func (f *fakeEvents) NewestKnownID(context.Context) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	newest := f.newestID
+	for _, e := range f.events {
+		newest = max(newest, e.ID)
+	}
+	return newest, nil
 }
