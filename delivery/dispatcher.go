@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -77,10 +78,10 @@ func (c Config) WithDefaults() Config {
 // Dispatcher claims due deliveries and sends them. Every instance runs one;
 // they share the queue through row locks.
 //
-// One claimer goroutine keeps a local queue topped up with leased
-// deliveries, claiming in batches so that the claim query, which must skip
-// rows held back for ordering, runs rarely. A fixed pool of workers sends
-// from the queue.
+// One claimer goroutine keeps local per-endpoint queues topped up with
+// leased deliveries, claiming in batches so that the claim query, which must
+// skip rows held back for ordering, runs rarely. A fixed pool of workers
+// sends from the queues, at most PerEndpoint at a time to one endpoint.
 type Dispatcher struct {
 	cfg    Config
 	store  *store.Store
@@ -88,12 +89,10 @@ type Dispatcher struct {
 	hooks  *hookCache
 	log    *slog.Logger
 
-	queue    chan store.Claimed
-	taken    chan struct{} // a worker took from the queue
-	mu       sync.Mutex
-	endpoint map[string]chan struct{} // per-endpoint tokens
-	unsent   []store.Claimed          // claimed, not sent, and no longer queued
-	results  chan store.Result
+	sched   *scheduler
+	mu      sync.Mutex
+	unsent  []store.Claimed // claimed, not sent, and no longer queued
+	results chan store.Result
 }
 
 // NewDispatcher returns a dispatcher on st. cipher opens stored secrets and
@@ -102,12 +101,10 @@ func NewDispatcher(cfg Config, st *store.Store, cipher *Cipher, log *slog.Logger
 	cfg = cfg.WithDefaults()
 	return &Dispatcher{
 		cfg: cfg, store: st, log: log,
-		client:   NewHTTPClient(Guard{AllowPrivate: cfg.AllowPrivate}, cfg.ConnectTimeout, cfg.Timeout),
-		hooks:    newHookCache(st, cipher),
-		queue:    make(chan store.Claimed, 2*cfg.ClaimBatch),
-		taken:    make(chan struct{}, 1),
-		endpoint: map[string]chan struct{}{},
-		results:  make(chan store.Result, cfg.Workers),
+		client:  NewHTTPClient(Guard{AllowPrivate: cfg.AllowPrivate}, cfg.ConnectTimeout, cfg.Timeout),
+		hooks:   newHookCache(st, cipher),
+		sched:   newScheduler(cfg.PerEndpoint, 2*cfg.ClaimBatch),
+		results: make(chan store.Result, cfg.Workers),
 	}
 }
 
@@ -130,6 +127,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		workers.Go(func() { d.work(ctx, sendCtx) })
 	}
 	d.claimLoop(ctx)
+	d.sched.stop()
 	deadline := time.AfterFunc(d.cfg.ShutdownTimeout, cancelSends)
 	workers.Wait()
 	deadline.Stop()
@@ -139,52 +137,36 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	return nil
 }
 
-// work sends queued deliveries until ctx ends. Attempts run under sendCtx.
+// work sends queued deliveries until the scheduler stops, which Run does
+// once ctx ends. Attempts run under sendCtx.
 func (d *Dispatcher) work(ctx, sendCtx context.Context) {
 	for {
-		select {
-		case <-ctx.Done():
+		c, ok := d.sched.next()
+		if !ok {
 			return
-		case c := <-d.queue:
-			if !d.send(ctx, sendCtx, c) {
-				return
-			}
 		}
+		d.send(ctx, sendCtx, c)
 	}
 }
 
-// send makes one attempt at c and queues its result. It returns false, and
-// keeps c for release, when ctx ended before the attempt began.
-func (d *Dispatcher) send(ctx, sendCtx context.Context, c store.Claimed) bool {
+// send makes one attempt at c and queues its result. When ctx ended before
+// the attempt began, it keeps c for release instead.
+func (d *Dispatcher) send(ctx, sendCtx context.Context, c store.Claimed) {
 	if ctx.Err() != nil {
-		// select chose the queue although ctx had ended too.
+		d.sched.finish(c, false)
 		d.keepUnsent(c)
-		return false
-	}
-	select {
-	case d.taken <- struct{}{}:
-	default:
-	}
-	// Waiting for a slow endpoint's token is not yet an attempt, so
-	// shutdown stops it.
-	tokens := d.endpointTokens(c.WebhookID)
-	select {
-	case tokens <- struct{}{}:
-	case <-ctx.Done():
-		d.keepUnsent(c)
-		return false
+		return
 	}
 	res := d.attempt(sendCtx, c)
-	<-tokens
+	d.sched.finish(c, true)
 	if sendCtx.Err() != nil && res.Status != store.StatusDelivered {
 		// Cut short by the shutdown timeout: not the endpoint's fault, so
 		// it is released rather than counted as a failed attempt.
 		d.keepUnsent(c)
-		return true
+		return
 	}
 	d.cfg.Metrics.observe(c, res)
 	d.results <- res
-	return true
 }
 
 // keepUnsent adds c to the deliveries that release gives back at the end of
@@ -198,14 +180,19 @@ func (d *Dispatcher) keepUnsent(c store.Claimed) {
 func (d *Dispatcher) claimLoop(ctx context.Context) {
 	poll := time.NewTicker(d.cfg.PollInterval)
 	defer poll.Stop()
+	var deferred time.Time
 	for ctx.Err() == nil {
+		if time.Since(deferred) >= deferBlockedEvery {
+			d.deferBlocked(ctx)
+			deferred = time.Now()
+		}
 		written := d.store.Written()
-		room := cap(d.queue) - len(d.queue)
+		room := d.sched.room()
 		if room < d.cfg.ClaimBatch/4 {
 			// Wait for the workers to make room, so that claims stay big.
 			select {
 			case <-ctx.Done():
-			case <-d.taken:
+			case <-d.sched.taken:
 			}
 			continue
 		}
@@ -220,9 +207,10 @@ func (d *Dispatcher) claimLoop(ctx context.Context) {
 	}
 }
 
-// claim leases up to n due deliveries into the queue and returns how many.
+// claim leases up to n due deliveries into the scheduler's queues and
+// returns how many.
 func (d *Dispatcher) claim(ctx context.Context, n int) int {
-	claimed, err := d.store.Claim(ctx, n, d.cfg.Lease)
+	claimed, err := d.store.Claim(ctx, n, d.cfg.Lease, d.sched.limits())
 	if err != nil {
 		if ctx.Err() == nil {
 			d.log.WarnContext(ctx, "claiming deliveries failed; retrying", "err", err)
@@ -230,44 +218,42 @@ func (d *Dispatcher) claim(ctx context.Context, n int) int {
 		}
 		return 0
 	}
-	for _, c := range claimed {
-		d.queue <- c // room was checked, and only this goroutine adds
-	}
+	d.sched.add(claimed) // room was checked, and only this goroutine adds
 	return len(claimed)
+}
+
+// Every deferBlockedEvery, deliveries that wait behind a failed delivery of
+// the same row are moved out of the claim's way. Each run looks at the
+// first deferBlockedScan due deliveries of each endpoint, enough for an
+// endpoint that gets a few hundred events per second.
+const (
+	deferBlockedEvery = 5 * time.Second
+	deferBlockedScan  = 2000
+)
+
+// deferBlocked runs store.DeferBlocked and logs a failure, which only costs
+// claims some speed until the next run.
+func (d *Dispatcher) deferBlocked(ctx context.Context) {
+	n, err := d.store.DeferBlocked(ctx, deferBlockedScan)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		d.log.WarnContext(ctx, "deferring deliveries blocked behind failed ones failed; retrying later", "err", err)
+	case n > 0:
+		d.log.DebugContext(ctx, "deferred deliveries blocked behind failed ones", "count", n)
+	}
 }
 
 // release gives back the leases of deliveries claimed but not sent.
 func (d *Dispatcher) release(ctx context.Context) {
 	d.mu.Lock()
-	left := d.unsent
+	left := slices.Concat(d.unsent, d.sched.drain())
 	d.mu.Unlock()
-	for {
-		select {
-		case c := <-d.queue:
-			left = append(left, c)
-			continue
-		default:
-		}
-		break
-	}
 	if len(left) == 0 {
 		return
 	}
 	if err := d.store.Release(ctx, left); err != nil {
 		d.log.WarnContext(ctx, "releasing unsent deliveries failed; they are sent when their lease ends", "count", len(left), "err", err)
 	}
-}
-
-// endpointTokens returns the semaphore of one endpoint.
-func (d *Dispatcher) endpointTokens(id string) chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	tokens, ok := d.endpoint[id]
-	if !ok {
-		tokens = make(chan struct{}, d.cfg.PerEndpoint)
-		d.endpoint[id] = tokens
-	}
-	return tokens
 }
 
 // nextRetry returns when a delivery that has failed attempts times is due

@@ -43,8 +43,8 @@ type outcome struct {
 	endpointGone bool
 }
 
-// attempt sends one claimed delivery and returns its result. The caller
-// holds one of the endpoint's tokens.
+// attempt sends one claimed delivery and returns its result. The scheduler
+// counts it against the endpoint's PerEndpoint slots.
 func (d *Dispatcher) attempt(ctx context.Context, c store.Claimed) store.Result {
 	started := time.Now()
 	res := store.Result{DeliveryID: c.ID, WebhookID: c.WebhookID, AttemptedAt: started, LeaseUntil: c.LeaseUntil, Attempts: c.Attempts}

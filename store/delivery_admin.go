@@ -58,14 +58,25 @@ func (s *Store) Deliveries(ctx context.Context, webhookID, status string, before
 }
 
 // RetryDelivery makes a delivery due now with a fresh retry schedule,
-// whatever its status.
+// whatever its status. Later deliveries of the same row that waited for its
+// next attempt (see DeferBlocked) are due now too: they still follow it,
+// because a claim takes a row's deliveries in order.
 func (s *Store) RetryDelivery(ctx context.Context, webhookID string, deliveryID int64) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE civicbase.deliveries SET status = 'pending', attempts = 0, next_attempt_at = now()
-		WHERE webhook_id = $1 AND id = $2`, webhookID, deliveryID)
+	var found bool
+	err := s.pool.QueryRow(ctx, `WITH retried AS (
+			UPDATE civicbase.deliveries SET status = 'pending', attempts = 0, next_attempt_at = now()
+			WHERE webhook_id = $1 AND id = $2
+			RETURNING webhook_id, row_key, event_id),
+		later AS (
+			UPDATE civicbase.deliveries s SET next_attempt_at = now()
+			FROM retried r
+			WHERE s.row_key = r.row_key AND s.webhook_id = r.webhook_id AND s.status = 'pending'
+			  AND s.event_id > r.event_id AND s.attempts = 0 AND s.next_attempt_at > now())
+		SELECT EXISTS (SELECT 1 FROM retried)`, webhookID, deliveryID).Scan(&found)
 	if err != nil {
 		return fmt.Errorf("retrying delivery %d: %w", deliveryID, err)
 	}
-	if tag.RowsAffected() == 0 {
+	if !found {
 		return ErrNotFound
 	}
 	return nil
