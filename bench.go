@@ -53,8 +53,10 @@ func benchCommand(ctx context.Context, log *slog.Logger, args []string) error {
 	case "capture", "webhooks":
 	case "realtime":
 		return runRealtimeBench(ctx, fs.Args()[1:])
+	case "soak":
+		return runSoakBench(ctx, fs.Args()[1:])
 	default:
-		return fmt.Errorf("unknown benchmark %q; run `civicbase bench capture`, `civicbase bench webhooks` or `civicbase bench realtime`", name)
+		return fmt.Errorf("unknown benchmark %q; run `civicbase bench capture`, `civicbase bench webhooks`, `civicbase bench realtime` or `civicbase bench soak`", name)
 	}
 	if *changes < 10_000 || *changes%10_000 != 0 {
 		return fmt.Errorf("-changes %d is invalid; use a multiple of 10000, at least 10000", *changes)
@@ -331,11 +333,13 @@ func civicbaseCapture(ctx context.Context, pool *pgxpool.Pool, cfg config.Config
 	return benchResult{rate: float64(changes) / elapsed.Seconds(), elapsed: elapsed, maxHeap: heap.stop()}, nil
 }
 
-// heapSampler records the largest live heap seen every 20 ms.
+// heapSampler records the largest live heap (HeapAlloc) and the largest
+// HeapInuse seen every 20 ms.
 type heapSampler struct {
-	max  atomic.Uint64
-	done chan struct{}
-	quit chan struct{}
+	max      atomic.Uint64
+	maxInuse atomic.Uint64
+	done     chan struct{}
+	quit     chan struct{}
 }
 
 func newHeapSampler() *heapSampler {
@@ -345,9 +349,8 @@ func newHeapSampler() *heapSampler {
 		var ms runtime.MemStats
 		for {
 			runtime.ReadMemStats(&ms)
-			if ms.HeapAlloc > h.max.Load() {
-				h.max.Store(ms.HeapAlloc)
-			}
+			h.max.Store(max(h.max.Load(), ms.HeapAlloc))
+			h.maxInuse.Store(max(h.maxInuse.Load(), ms.HeapInuse))
 			select {
 			case <-h.quit:
 				return
@@ -358,6 +361,8 @@ func newHeapSampler() *heapSampler {
 	return h
 }
 
+// stop ends the sampling and returns the largest HeapAlloc seen. It is
+// safe to call twice.
 func (h *heapSampler) stop() uint64 {
 	select {
 	case <-h.quit:
@@ -366,4 +371,10 @@ func (h *heapSampler) stop() uint64 {
 	}
 	<-h.done
 	return h.max.Load()
+}
+
+// stopInuse ends the sampling and returns the largest HeapInuse seen.
+func (h *heapSampler) stopInuse() uint64 {
+	h.stop()
+	return h.maxInuse.Load()
 }

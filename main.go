@@ -105,7 +105,7 @@ Commands:
   recreate-slot
             accept the loss of a dropped or invalidated replication slot: record the
             gap, drop the lost slot, and let the service create a new one
-  bench     run a benchmark on a throwaway cluster: capture, webhooks or realtime
+  bench     run a benchmark on a throwaway cluster: capture, webhooks, realtime or soak
 
 Environment:
   DATABASE_URL            database to watch (required)
