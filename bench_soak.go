@@ -226,7 +226,7 @@ func startSoakService(ctx context.Context, dbURL string) (*soakService, error) {
 
 // freeLoopbackAddr returns a loopback address whose port was free a moment
 // ago. Should another process take it first, the service fails to start
-// and its log says so.
+// and its log reports it.
 func freeLoopbackAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

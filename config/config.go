@@ -86,10 +86,10 @@ type Config struct {
 
 // Webhooks tunes webhook delivery. Zero fields take the defaults given.
 type Webhooks struct {
-	// Workers is the most deliveries in flight per instance. Default 64.
+	// Workers is the most deliveries in flight per instance. Default 128.
 	Workers int `yaml:"workers"`
 	// PerEndpoint is the most deliveries in flight to one endpoint per
-	// instance. Default 16.
+	// instance. Default 32.
 	PerEndpoint int `yaml:"perEndpoint"`
 	// ConnectTimeout bounds connecting to an endpoint. Default 5s.
 	ConnectTimeout time.Duration `yaml:"connectTimeout"`

@@ -32,7 +32,7 @@ var (
 )
 
 // maxDescribedErrors bounds the errors that describeYAMLError lists. Each
-// one searches the document's nodes, and a long list helps nobody.
+// one searches the document's nodes, and a long list adds no help.
 const maxDescribedErrors = 20
 
 // describeYAMLError rewrites the messages of a *yaml.TypeError so that each
@@ -161,7 +161,7 @@ func describeUnknownKey(line int, name, typeName string, nodes []yamlNode) strin
 // as a string where a duration belongs. tag is the node's short tag, such
 // as !!str, value the value as yaml quotes it (shortened when long), and
 // target the Go type. used records the nodes already reported, so that
-// equal values on one line, as in [x, x], are told apart in document order.
+// equal values on one line, as in [x, x], are reported apart in document order.
 func describeWrongType(line int, tag, value, target string, nodes []yamlNode, used map[*yaml.Node]bool) string {
 	// Several nodes may start on the line, as in a flow mapping. The one
 	// yaml reports decodes into target and, for a scalar, has the value.

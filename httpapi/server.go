@@ -43,7 +43,7 @@ const (
 	idleTimeout = 2 * time.Minute
 	// maxHeaderBytes bounds the request line plus headers that net/http
 	// reads at all, which for this API are a bearer token and a few
-	// standard headers. Past headerLimit, limitHeaders answers with JSON.
+	// standard headers. Past headerLimit, limitHeaders replies with JSON.
 	maxHeaderBytes = 64 << 10
 )
 

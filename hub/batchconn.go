@@ -25,7 +25,7 @@ import (
 // flushers' hands: a goroutine of that connection finishes the write under
 // the connection's write deadline, so a slow client never holds up the
 // others. Each connection buffers at most limit bytes; past it, Write waits
-// for room, so the hub's slow-client handling sees the same back pressure as
+// for room, so the hub's slow-client handling gets the same back pressure as
 // with a plain socket.
 type batcher struct {
 	limit int

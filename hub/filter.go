@@ -214,7 +214,7 @@ func (f filter) movedFrom(r *eventRow) bool {
 
 // messageFor returns the message of the row's event for a session with
 // grant g: msg, or msg without old when old holds another owner's values
-// under g's filter claim, so a session never sees the previous owner's data.
+// under g's filter claim, so a session never receives the previous owner's data.
 func (r *eventRow) messageFor(g *grant, msg []byte) []byte {
 	if g == nil {
 		return msg
