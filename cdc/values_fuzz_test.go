@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"math"
 	"regexp"
 	"strconv"
@@ -34,6 +35,10 @@ func FuzzScalarRoundTrip(f *testing.F) {
 		"1999-12-31 23:59:59.999999-08", "+1", "1e400", "0001-01-01 00:00:00+00", "NaN",
 	} {
 		f.Add(uint8(i), []byte(seed))
+	}
+	// Offsets that move the instant across the ends of 1 to 9999 AD.
+	for _, seed := range []string{"9999-12-31 20:00:00-07", "0001-01-01 00:30:00+01", "9999-12-31 23:59:59.999999-00:00:01"} {
+		f.Add(uint8(5), []byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, which uint8, text []byte) {
 		typ := builtinTypes[roundTripTypes[int(which)%len(roundTripTypes)]]
@@ -121,20 +126,55 @@ func checkTimestamptz(t *testing.T, text string, value []byte) {
 		}
 		return
 	}
-	var want time.Time
-	var err error
-	for _, layout := range []string{"2006-01-02 15:04:05.999999-07", "2006-01-02 15:04:05.999999-07:00", "2006-01-02 15:04:05.999999-07:00:00"} {
-		if want, err = time.Parse(layout, text); err == nil {
-			break
-		}
-	}
-	if err != nil {
+	want, ok := timestamptzInstant(text)
+	if !ok {
 		return // BC, expanded years and other forms Go cannot parse
+	}
+	if year := want.UTC().Year(); year > 9999 {
+		// An offset west of UTC can carry 9999-12-31 into 10000 AD, which
+		// must come out in the expanded form.
+		expanded := fmt.Sprintf("+%06d", year) + want.UTC().Format("-01-02T15:04:05.000000Z")
+		if got != expanded {
+			t.Fatalf("timestamptz %q became %s, want %s", text, value, expanded)
+		}
+		return
 	}
 	parsed, err := time.Parse(time.RFC3339Nano, got)
 	if err != nil || !parsed.Equal(want) || parsed.Location() != time.UTC {
 		t.Fatalf("timestamptz %q became %s, want %s", text, value, want.UTC().Format(time.RFC3339Nano))
 	}
+}
+
+// tzOffset is a UTC offset as Postgres writes it.
+var tzOffset = regexp.MustCompile(`([+-])([0-9]{2})(?::([0-9]{2})(?::([0-9]{2}))?)?$`)
+
+// timestamptzInstant reads a timestamptz of 1 to 9999 AD with time.Parse
+// for the local part only: time.Parse drops an offset of seconds alone,
+// such as -00:00:01.
+func timestamptzInstant(text string) (time.Time, bool) {
+	m := tzOffset.FindStringSubmatchIndex(text)
+	if m == nil {
+		return time.Time{}, false
+	}
+	local, err := time.Parse("2006-01-02 15:04:05.999999", text[:m[0]])
+	if err != nil {
+		return time.Time{}, false
+	}
+	part := func(i int) int {
+		if m[2*i] < 0 {
+			return 0
+		}
+		n, _ := strconv.Atoi(text[m[2*i]:m[2*i+1]])
+		return n
+	}
+	if part(3) > 59 || part(4) > 59 {
+		return time.Time{}, false
+	}
+	offset := time.Duration(part(2))*time.Hour + time.Duration(part(3))*time.Minute + time.Duration(part(4))*time.Second
+	if text[m[2]] == '-' {
+		offset = -offset
+	}
+	return local.Add(-offset), true
 }
 
 func mustUnmarshal(t *testing.T, value []byte, out any) {
