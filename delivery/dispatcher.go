@@ -157,6 +157,11 @@ func (d *Dispatcher) send(ctx, sendCtx context.Context, c store.Claimed) {
 		d.keepUnsent(c)
 		return
 	}
+	c, ok := d.renewIfNeeded(ctx, c)
+	if !ok {
+		d.sched.finish(c, false)
+		return
+	}
 	res := d.attempt(sendCtx, c)
 	d.sched.finish(c, true)
 	if sendCtx.Err() != nil && res.Status != store.StatusDelivered {
@@ -167,6 +172,33 @@ func (d *Dispatcher) send(ctx, sendCtx context.Context, c store.Claimed) {
 	}
 	d.cfg.Metrics.observe(c, res)
 	d.results <- res
+}
+
+// renewIfNeeded renews the lease of c when what is left of it might not
+// cover an attempt and the recording of its result: c waited in its
+// endpoint's queue for a good part of the lease. Without this, another
+// instance, or this one's claimer, could claim c again once the lease ends
+// and send it a second time. It reports false when c must not be sent: its
+// claim was lost, so it is someone else's to send, or the renewal failed and
+// c is sent again after its lease ends.
+func (d *Dispatcher) renewIfNeeded(ctx context.Context, c store.Claimed) (store.Claimed, bool) {
+	if time.Until(c.LeaseUntil) >= d.cfg.Timeout+(d.cfg.Lease-d.cfg.Timeout)/2 {
+		return c, true
+	}
+	renewed, ok, err := d.store.Renew(ctx, c, d.cfg.Lease)
+	switch {
+	case err != nil:
+		if ctx.Err() == nil {
+			d.log.WarnContext(ctx, "renewing a delivery's lease failed; it is sent after the lease ends",
+				"webhook_id", c.WebhookID, "event_id", c.EventID, "err", err)
+		}
+		return c, false
+	case !ok:
+		d.log.DebugContext(ctx, "delivery claimed again after its lease ended; not sending this copy",
+			"webhook_id", c.WebhookID, "event_id", c.EventID)
+		return c, false
+	}
+	return renewed, true
 }
 
 // keepUnsent adds c to the deliveries that release gives back at the end of

@@ -119,3 +119,49 @@ func TestBlockedDeliveriesDeferredAndWoken(t *testing.T) {
 	}
 	require.Equal(t, append([]string{ids[0]}, ids...), order, "one failed attempt, then the row in commit order")
 }
+
+// Deliveries that wait in the local queue for a slow endpoint longer than
+// their lease are renewed before they are sent, not claimed a second time:
+// each event reaches the endpoint once.
+func TestSlowEndpointGetsEachDeliveryOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	rc := newReceiver(t, func(received, int, http.Header) int {
+		time.Sleep(150 * time.Millisecond)
+		return http.StatusNoContent
+	})
+	hook := b.register(t, rc.URL, "*")
+	b.run(t, delivery.Config{Workers: 4, PerEndpoint: 2, Timeout: 500 * time.Millisecond, Lease: time.Second})
+
+	// Sent two at a time, the backlog takes about 4.5 s to drain, so the
+	// last claims wait well past their 1 s lease.
+	const events = 60
+	for i := 0; i < events; i += 10 {
+		instances := make([]string, 10)
+		for j := range instances {
+			instances[j] = fmt.Sprintf("row%d", i+j)
+		}
+		b.write(t, instances...)
+	}
+	waitFor(t, 30*time.Second, "every delivery", func() bool {
+		delivered := 0
+		for _, d := range b.deliveries(t, hook) {
+			if d.Status == store.StatusDelivered {
+				delivered++
+			}
+		}
+		return delivered == events
+	})
+
+	sends := map[string]int{}
+	for _, r := range rc.requests() {
+		sends[r.id]++
+	}
+	require.Len(t, sends, events)
+	for id, n := range sends {
+		require.Equal(t, 1, n, "event %s was sent %d times", id, n)
+	}
+	for _, d := range b.deliveries(t, hook) {
+		require.Len(t, d.Attempts, 1, "delivery of %s", d.EventID)
+	}
+}

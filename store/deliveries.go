@@ -235,6 +235,23 @@ func (s *Store) ClearFailing(ctx context.Context, webhookID string) error {
 	return nil
 }
 
+// Renew extends the lease of a claimed delivery to lease from now, provided
+// the claim still holds: the delivery is pending and nobody claimed,
+// released or recorded it since. It returns the renewed claim, or false
+// when the claim was lost.
+func (s *Store) Renew(ctx context.Context, c Claimed, lease time.Duration) (Claimed, bool, error) {
+	err := s.pool.QueryRow(ctx, `UPDATE civicbase.deliveries SET next_attempt_at = now() + $3::interval
+		WHERE id = $1 AND next_attempt_at = $2 AND status = 'pending'
+		RETURNING next_attempt_at`, c.ID, c.LeaseUntil, lease).Scan(&c.LeaseUntil)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, false, nil
+	}
+	if err != nil {
+		return c, false, fmt.Errorf("renewing the lease of delivery %d: %w", c.ID, err)
+	}
+	return c, true, nil
+}
+
 // Release ends the leases of claimed deliveries that were not attempted,
 // making them due now.
 func (s *Store) Release(ctx context.Context, claimed []Claimed) error {
