@@ -174,13 +174,9 @@ func (d *Dispatcher) send(ctx, sendCtx context.Context, c store.Claimed) {
 	d.results <- res
 }
 
-// renewIfNeeded renews the lease of c when what is left of it might not
-// cover an attempt and the recording of its result: c waited in its
-// endpoint's queue for a good part of the lease. Without this, another
-// instance, or this one's claimer, could claim c again once the lease ends
-// and send it a second time. It reports false when c must not be sent: its
-// claim was lost, so it is someone else's to send, or the renewal failed and
-// c is sent again after its lease ends.
+// renewIfNeeded renews the lease of c when the rest of it might not cover an
+// attempt, so that nobody claims c again and sends it twice. It reports
+// false when c must not be sent because the claim was lost or not renewed.
 func (d *Dispatcher) renewIfNeeded(ctx context.Context, c store.Claimed) (store.Claimed, bool) {
 	if time.Until(c.LeaseUntil) >= d.cfg.Timeout+(d.cfg.Lease-d.cfg.Timeout)/2 {
 		return c, true
