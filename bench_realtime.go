@@ -60,6 +60,12 @@ type realtimeOptions struct {
 	// process of a running benchmark instead.
 	clientsFor string
 	model      string
+	// baseline runs the plain TCP baseline after the hub's run.
+	// baselineFor, when set, makes this process the baseline's client
+	// process, reading frames of baselineFrame bytes.
+	baseline      bool
+	baselineFor   string
+	baselineFrame int
 }
 
 func parseRealtimeFlags(args []string) (realtimeOptions, error) {
@@ -71,6 +77,9 @@ func parseRealtimeFlags(args []string) (realtimeOptions, error) {
 	fs.BoolVar(&o.sweep, "sweep", false, "raise the rate step by step from -rate until a step fails (p99 over 250ms, a missed message or a closed client), and report the last rate that passed")
 	fs.StringVar(&o.clientsFor, "clients-for", "", "internal: run as the client process for the hub at this URL")
 	fs.StringVar(&o.model, "model", "", "internal: the model the client process subscribes to")
+	fs.BoolVar(&o.baseline, "baseline", false, "after the hub's run, write frames of the same size at the same rate over plain TCP to as many connections, the ceiling of this machine without the hub")
+	fs.StringVar(&o.baselineFor, "tcp-baseline-for", "", "internal: run as the baseline's client process for this address")
+	fs.IntVar(&o.baselineFrame, "baseline-frame", 0, "internal: the baseline's frame size in bytes")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -87,6 +96,9 @@ func runRealtimeBench(ctx context.Context, args []string) error {
 	}
 	if opts.clientsFor != "" {
 		return runRealtimeClients(ctx, opts.clientsFor, opts.model, opts.clients)
+	}
+	if opts.baselineFor != "" {
+		return runTCPBaselineClients(ctx, opts.baselineFor, opts.clients, opts.baselineFrame)
 	}
 	if err := ensureFileLimit(opts.clients); err != nil {
 		return err
@@ -119,8 +131,15 @@ func runRealtimeBench(ctx context.Context, args []string) error {
 	if opts.sweep {
 		return sweepRealtime(ctx, rig, clients, opts)
 	}
-	_, err = runRealtimeRate(ctx, rig, clients, opts.rate, opts.duration)
-	return err
+	res, err := runRealtimeRate(ctx, rig, clients, opts.rate, opts.duration)
+	if err != nil || !opts.baseline {
+		return err
+	}
+	// The hub's sessions must end first, so that the baseline's
+	// connections fit in the file descriptor limit.
+	clients.close()
+	rig.hub.Close()
+	return runTCPBaseline(ctx, opts.clients, opts.rate, int(res.messageBytes), opts.duration)
 }
 
 // ensureFileLimit raises RLIMIT_NOFILE so that one end of every loopback
@@ -311,6 +330,7 @@ type realtimeResult struct {
 	duplicates             int64
 	slowCloses, otherEnded int
 	p50, p95, p99, max     time.Duration
+	messageBytes           float64 // the mean size of a delivered message
 }
 
 // achievedRate returns the changes per second written: the intervals
@@ -358,7 +378,8 @@ func runRealtimeRate(ctx context.Context, rig *realtimeRig, clients *clientProce
 	}
 	res := summarize(report, rate, written, elapsed)
 	printRealtimeResult(res, rig.hub.SlowClosed())
-	fmt.Printf("  delivered %.0f messages/s from the first commit to the end of delivery\n", float64(res.delivered)/cpuEnd.at.Sub(cpuStart.at).Seconds())
+	fmt.Printf("  delivered %.0f messages/s from the first commit to the end of delivery, %.0f bytes each on average\n",
+		float64(res.delivered)/cpuEnd.at.Sub(cpuStart.at).Seconds(), res.messageBytes)
 	printCPU(cpuStart, cpuEnd, report.CPUSeconds)
 	writes, syscalls := rig.hub.WriteCounts()
 	if n := syscalls - syscallsStart; n > 0 {
@@ -405,6 +426,9 @@ func summarize(r clientReport, rate, written int, elapsed time.Duration) realtim
 	h.max.Store(r.MaxNanos)
 	res.p50, res.p95, res.p99 = h.quantile(0.50), h.quantile(0.95), h.quantile(0.99)
 	res.max = time.Duration(r.MaxNanos)
+	if r.Delivered > 0 {
+		res.messageBytes = float64(r.Bytes) / float64(r.Delivered)
+	}
 	return res
 }
 

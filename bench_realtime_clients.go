@@ -54,6 +54,7 @@ type clientReport struct {
 	Buckets    map[int]uint64 `json:"buckets,omitempty"` // latency histogram, sparse
 	MaxNanos   int64          `json:"maxNanos,omitempty"`
 	CPUSeconds float64        `json:"cpuSeconds,omitempty"` // the client process's CPU during the round
+	Bytes      int64          `json:"bytes,omitempty"`      // the size of the messages counted in Delivered
 }
 
 // runRealtimeClients is the client process: it connects n clients to url,
@@ -250,7 +251,7 @@ func (c *realtimeClient) read() {
 			continue // the next NextReader returns the connection's error
 		}
 		if seq, ok := instanceSeq(c.buf); ok {
-			c.round.Load().record(c, seq, received)
+			c.round.Load().record(c, seq, len(c.buf), received)
 		}
 	}
 }
@@ -299,6 +300,7 @@ type realtimeRound struct {
 	// once and in order.
 	received   []atomic.Int32
 	duplicates atomic.Int64 // changes a client received again or out of order
+	bytes      atomic.Int64 // the size of the changes counted in received
 	latency    latencyHistogram
 
 	// early holds the receipts of changes whose commit time had not
@@ -316,7 +318,7 @@ func newRealtimeRound(base int64, changes, clients int) *realtimeRound {
 	return &realtimeRound{base: base, commits: make([]atomic.Int64, changes), received: make([]atomic.Int32, clients)}
 }
 
-func (r *realtimeRound) record(c *realtimeClient, seq int64, received time.Time) {
+func (r *realtimeRound) record(c *realtimeClient, seq int64, size int, received time.Time) {
 	i := seq - r.base
 	if i < 0 || i >= int64(len(r.commits)) {
 		return // a late change of an earlier round
@@ -327,6 +329,7 @@ func (r *realtimeRound) record(c *realtimeClient, seq int64, received time.Time)
 	}
 	c.lastSeq = seq
 	r.received[c.index].Add(1)
+	r.bytes.Add(int64(size))
 	commit := r.commits[i].Load()
 	if commit == 0 {
 		r.earlyMu.Lock()
@@ -366,7 +369,7 @@ func (r *realtimeRound) report(clients []*realtimeClient, written int) clientRep
 	r.earlyMu.Unlock()
 
 	res := clientReport{Type: "result", Clients: len(r.open), Expected: int64(written) * int64(len(r.open)),
-		Duplicates: r.duplicates.Load(), Buckets: map[int]uint64{}, MaxNanos: r.latency.max.Load()}
+		Duplicates: r.duplicates.Load(), Buckets: map[int]uint64{}, MaxNanos: r.latency.max.Load(), Bytes: r.bytes.Load()}
 	for _, c := range clients {
 		if !r.open[c.index] {
 			continue
