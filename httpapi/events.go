@@ -28,8 +28,10 @@ const (
 )
 
 // eventIDPattern matches the event ids accepted as a cursor. Ids are opaque
-// to clients, but all of them are "evt_" plus lowercase hex.
-var eventIDPattern = regexp.MustCompile(`^evt_[0-9a-f]{1,64}$`)
+// to clients, but all of them are "evt_" plus 26 lowercase hex digits, and
+// they are compared as strings: a shorter one such as evt_2 would sort
+// after most real ids and skip the events before it.
+var eventIDPattern = regexp.MustCompile(`^evt_[0-9a-f]{26}$`)
 
 // eventsPage is the query of GET /events.
 type eventsPage struct {
@@ -119,7 +121,7 @@ func parseEventsPage(c *fiber.Ctx) (eventsPage, error) {
 			Status:  http.StatusBadRequest,
 			Code:    "invalid_parameter",
 			Field:   "after",
-			Message: fmt.Sprintf(`after %s is not an event id; use "evt_" plus 1 to 64 lowercase hex digits, such as the "next" value of the previous page`, quote(after)),
+			Message: fmt.Sprintf(`after %s is not an event id; use "evt_" plus 26 lowercase hex digits, such as the "next" value of the previous page`, quote(after)),
 		}
 	}
 	page.after = after

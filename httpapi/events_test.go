@@ -78,6 +78,7 @@ func TestEventsAfter(t *testing.T) {
 		invalid := []string{
 			"foo", "evt_", "evt", "EVT_00", "evt_ABC", "evt_0g", "evt_00 ", " evt_00",
 			"evt_" + strings.Repeat("0", 65), "evt_00\n", "evt_00'; DROP TABLE events; --", "<script>",
+			"evt_0", "evt_2", "evt_" + strings.Repeat("0", 25), "evt_" + strings.Repeat("0", 27), "evt_" + strings.Repeat("f", 64),
 		}
 		for _, after := range invalid {
 			resp := bundle.get(t, "/events?after="+url.QueryEscape(after))
@@ -92,9 +93,9 @@ func TestEventsAfter(t *testing.T) {
 	t.Run("Valid", func(t *testing.T) {
 		t.Parallel()
 		bundle := setup(t, httpapi.Options{}, nil)
-		bundle.events.newestID = "evt_" + strings.Repeat("f", 64)
+		bundle.events.newestID = "evt_" + strings.Repeat("f", 26)
 
-		for _, after := range []string{"evt_0", "evt_00000000016b3748000000010", "evt_" + strings.Repeat("f", 64)} {
+		for _, after := range []string{eventID(0), "evt_00000000016b37480000000100", "evt_" + strings.Repeat("f", 26)} {
 			resp := bundle.get(t, "/events?after="+after)
 
 			page := decodePage(t, resp)

@@ -348,7 +348,7 @@ func (a *api) checkReplayCursor(ctx context.Context, after string) error {
 			Status:  http.StatusUnprocessableEntity,
 			Code:    "invalid_event_id",
 			Field:   "after",
-			Message: fmt.Sprintf(`after %s is not an event id; use "evt_" plus lowercase hex, such as the "id" of a received event`, quote(after)),
+			Message: fmt.Sprintf(`after %s is not an event id; use "evt_" plus 26 lowercase hex digits, such as the "id" of a received event`, quote(after)),
 		}
 	}
 	gaps, err := a.hooks.store.GapsAfter(ctx, after)
