@@ -93,7 +93,8 @@ func startService(t *testing.T, url string, env ...string) *process {
 		slot := slotName(url)
 		// A short lease lets deliveries claimed by a killed instance come
 		// back within seconds.
-		cfg := "slot: " + slot + "\nwebhooks:\n  timeout: 2s\n  lease: 3s\n"
+		// Frequent queue reads let /metrics show a new endpoint soon.
+		cfg := "slot: " + slot + "\nwebhooks:\n  timeout: 2s\n  lease: 3s\n  queueMetricsInterval: 1s\n"
 		require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
 		p.cmd.Env = append(p.cmd.Env, "CIVICBASE_CONFIG="+path)
 	}

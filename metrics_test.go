@@ -35,6 +35,7 @@ func TestMetricsEndpointListsEveryMetric(t *testing.T) {
 		"civicbase_delivery_attempts_total", "civicbase_delivery_attempt_duration_seconds",
 		"civicbase_delivery_latency_seconds", "civicbase_delivery_pending",
 		"civicbase_delivery_oldest_pending_seconds", "civicbase_webhooks_disabled",
+		"civicbase_delivery_queue_snapshot_age_seconds",
 		"civicbase_realtime_connections", "civicbase_realtime_messages_sent_total",
 		"civicbase_realtime_slow_closes_total",
 	}

@@ -105,7 +105,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, onListening
 	reg.MustRegister(cdc.NewSlotLostGauge(reader))
 	reg.MustRegister(cdc.NewSlotCollector(pool, cfg.Slot, log.With("component", "cdc")))
 	dispatcher := newDispatcher(cfg, st, cipher, delivery.NewMetrics(reg), log.With("component", "delivery"))
-	reg.MustRegister(delivery.NewQueueCollector(pool, log.With("component", "delivery")))
+	queue := delivery.NewQueueCollector(pool, delivery.QueueConfig{Interval: cfg.Webhooks.QueueMetricsInterval}, log.With("component", "delivery"))
+	reg.MustRegister(queue)
 	// One limiter, so that an address blocked on the API is blocked on the
 	// WebSocket hub too.
 	authLimiter := authlimit.New(authlimit.Config{}, log.With("component", "authlimit"))
@@ -133,6 +134,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, onListening
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return reader.Run(gctx) })
 	g.Go(func() error { return dispatcher.Run(gctx) })
+	g.Go(func() error { return queue.Run(gctx) })
 	g.Go(func() error { return realtime.Run(gctx) })
 	g.Go(func() error { return servehttp(gctx, srv, ln, cfg.ShutdownTimeout) })
 	g.Go(func() error { return prune(gctx, st, cfg.Retention, log) })

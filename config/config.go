@@ -108,6 +108,9 @@ type Webhooks struct {
 	// RotationGrace is how long the previous secret keeps signing after a
 	// rotation. Default 24h.
 	RotationGrace time.Duration `yaml:"rotationGrace"`
+	// QueueMetricsInterval is how often each instance reads the delivery
+	// queue gauges of /metrics from Postgres. At least 1s. Default 15s.
+	QueueMetricsInterval time.Duration `yaml:"queueMetricsInterval"`
 }
 
 // Table is one watched table.

@@ -64,6 +64,7 @@ func TestParseRejectsBadInput(t *testing.T) {
 		{"BadOperation", "tables: [{name: a, events: [{name: a.b, on: upsert}]}]", `on "upsert" is not known`},
 		{"ColumnsOnInsert", "tables: [{name: a, events: [{name: a.b, on: insert, columns: [x]}]}]", "columns only apply to on: update"},
 		{"BadModel", "tables: [{name: a, model: 'my model'}]", `model "my model" is not a valid model name`},
+		{"ShortQueueMetricsInterval", "webhooks: {queueMetricsInterval: 100ms}", "webhooks.queueMetricsInterval 100ms is shorter than 1s"},
 		{"NotYAML", "tables: [", "parsing YAML"},
 	}
 	for _, tt := range tests {

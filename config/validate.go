@@ -44,6 +44,9 @@ func (c Config) validateFile() error {
 	if timeout := cmp.Or(w.Timeout, 10*time.Second); w.Lease != 0 && w.Lease <= timeout {
 		add("webhooks.lease %s must be longer than webhooks.timeout %s, or a slow attempt could be sent twice", w.Lease, timeout)
 	}
+	if w.QueueMetricsInterval != 0 && w.QueueMetricsInterval < time.Second {
+		add("webhooks.queueMetricsInterval %s is shorter than 1s; use at least 1s, e.g. 15s", w.QueueMetricsInterval)
+	}
 	for i, d := range w.Schedule {
 		if d < time.Second {
 			add("webhooks.schedule[%d] %s is shorter than 1s; retries need at least a second apart", i, d)

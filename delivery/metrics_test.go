@@ -1,6 +1,7 @@
 package delivery_test
 
 import (
+	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -49,11 +50,18 @@ func TestMetricsFollowDeliveryOutcomes(t *testing.T) {
 	goneHook := b.register(t, goneReceiver.URL, "*")
 	reg := prometheus.NewRegistry()
 	metrics := delivery.NewMetrics(reg)
-	reg.MustRegister(delivery.NewQueueCollector(b.pool, logger()))
+	queue := delivery.NewQueueCollector(b.pool, delivery.QueueConfig{}, logger())
+	reg.MustRegister(queue)
+	// refreshed reads the queue and then gathers, because the queue gauges
+	// change only when the collector reads the queue.
+	refreshed := func() map[string]float64 {
+		require.NoError(t, queue.Refresh(context.Background()))
+		return gather(t, reg)
+	}
 
 	b.write(t, "u1")
 	time.Sleep(20 * time.Millisecond)
-	waiting := gather(t, reg)
+	waiting := refreshed()
 	for _, hook := range []string{okHook, failingHook, goneHook} {
 		require.Equal(t, 1.0, waiting["civicbase_delivery_pending,"+hook], hook)
 		require.Greater(t, waiting["civicbase_delivery_oldest_pending_seconds,"+hook], 0.0, hook)
@@ -66,14 +74,14 @@ func TestMetricsFollowDeliveryOutcomes(t *testing.T) {
 		return len(d) == 1 && d[0].Status == store.StatusDead
 	})
 	waitFor(t, 10*time.Second, "endpoint disabled after 410", func() bool {
-		return gather(t, reg)["civicbase_webhooks_disabled"] == 1
+		return refreshed()["civicbase_webhooks_disabled"] == 1
 	})
 	waitFor(t, 10*time.Second, "delivered", func() bool {
 		d := b.deliveries(t, okHook)
 		return len(d) == 1 && d[0].Status == store.StatusDelivered
 	})
 
-	got := gather(t, reg)
+	got := refreshed()
 	require.Equal(t, 1.0, got["civicbase_delivery_attempts_total,success,"+okHook])
 	require.Equal(t, float64(len(fastSchedule)), got["civicbase_delivery_attempts_total,retry,"+failingHook])
 	require.Equal(t, 1.0, got["civicbase_delivery_attempts_total,dead,"+failingHook])
