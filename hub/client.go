@@ -245,6 +245,15 @@ func (c *client) waitForWrite(written <-chan struct{}, stall *time.Timer) bool {
 // waitForRoom waits until fewer than SendBuffer messages are outstanding,
 // and reports false when the session is closing or stalls.
 func (c *client) waitForRoom() bool {
+	return c.waitFor(func() bool { return c.outstanding < c.sendBuffer })
+}
+
+// waitFor calls offerLocked, with c.mu held, until it reports true, and
+// waits for a write of a message before each retry. offerLocked is called
+// only while the session is open. waitFor reports false when the session
+// is closing, or when its connection takes no message for StallTimeout,
+// which closes it with 4008.
+func (c *client) waitFor(offerLocked func() bool) bool {
 	var stall *time.Timer
 	defer func() {
 		if stall != nil {
@@ -257,7 +266,7 @@ func (c *client) waitForRoom() bool {
 			c.mu.Unlock()
 			return false
 		}
-		if c.outstanding < c.sendBuffer {
+		if offerLocked() {
 			c.mu.Unlock()
 			return true
 		}

@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"time"
 
 	"github.com/civicbase/civicbase/store"
 )
@@ -115,52 +114,36 @@ func (h *Hub) readStore(ctx context.Context, c *client, sub *subscription, pos, 
 // or refresh that runs meanwhile holds back the events it should.
 func (h *Hub) replayEvent(c *client, sub *subscription, served string, e *store.Event) bool {
 	row := newEventRow(e)
-	var msg []byte
-	var stall *time.Timer
-	defer func() {
-		if stall != nil {
-			stall.Stop()
-		}
-	}()
-	for {
-		c.mu.Lock()
-		if c.closing || c.stopped {
-			c.mu.Unlock()
-			return false
-		}
-		if c.offerReplayedLocked(e, row, sub, served, msg) {
-			c.mu.Unlock()
-			return true
-		}
-		written := c.writtenLocked()
+	c.mu.Lock()
+	if c.closing || c.stopped {
 		c.mu.Unlock()
-
-		if msg == nil {
-			var err error
-			if msg, err = eventMessage(*e); err != nil {
-				h.log.Error("skipping event with an invalid payload", "event_id", e.ID, "err", err)
-				return true
-			}
-			continue
-		}
-		if stall == nil {
-			stall = time.NewTimer(c.stallTimeout)
-		}
-		if !c.waitForWrite(written, stall) {
-			return false
-		}
+		return false
 	}
+	if !c.wantsReplayedLocked(e, row, sub, served) {
+		c.servedUpTo = max(c.servedUpTo, e.ID)
+		c.mu.Unlock()
+		return true
+	}
+	c.mu.Unlock()
+
+	// The message is built only for an event that is sent, outside the lock.
+	msg, err := eventMessage(*e)
+	if err != nil {
+		h.log.Error("skipping event with an invalid payload", "event_id", e.ID, "err", err)
+		return true
+	}
+	return c.waitFor(func() bool { return c.offerReplayedLocked(e, row, sub, served, msg) })
 }
 
 // offerReplayedLocked marks e as served when the session does not want it,
 // or queues msg and marks it when there is room. It reports false, changing
-// nothing, when msg is nil or SendBuffer messages are outstanding.
+// nothing, when SendBuffer messages are outstanding.
 func (c *client) offerReplayedLocked(e *store.Event, row *eventRow, sub *subscription, served string, msg []byte) bool {
 	if !c.wantsReplayedLocked(e, row, sub, served) {
 		c.servedUpTo = max(c.servedUpTo, e.ID)
 		return true
 	}
-	if msg == nil || c.outstanding >= c.sendBuffer {
+	if c.outstanding >= c.sendBuffer {
 		return false
 	}
 	c.servedUpTo = max(c.servedUpTo, e.ID)
