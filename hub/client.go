@@ -34,7 +34,13 @@ type client struct {
 	stallTimeout time.Duration
 	slowClosed   *atomic.Int64
 	metrics      *Metrics
-	done         chan struct{} // closed when the session is gone or going
+	// ctx ends when the session is gone or going, and done is its Done
+	// channel.
+	ctx  context.Context
+	end  context.CancelFunc
+	done <-chan struct{}
+	// pendingLimit is the max number of messages waiting for the worker.
+	pendingLimit int
 
 	mu        sync.Mutex
 	session   *melody.Session
@@ -63,6 +69,16 @@ type client struct {
 	replaying bool
 	// catchUp is the running catch-up goroutine's run, nil when none runs.
 	catchUp *catchUp
+	// replaySub is the subscription whose replay runs, nil when none runs.
+	replaySub *subscription
+	// working is set while the session's worker goroutine handles its
+	// messages, and workerDone is closed when the worker returns. pending
+	// holds the messages that wait for the worker, in the order they
+	// arrived. dequeued, when not nil, is closed when the worker takes one.
+	working    bool
+	workerDone chan struct{}
+	pending    []inbound
+	dequeued   chan struct{}
 	// servedUpTo is the id up to which every event was queued or skipped, so
 	// fan-out skips ids at or below it. A replay or catch-up moves it with
 	// each event it reads after the session's live position.
@@ -74,10 +90,11 @@ type client struct {
 }
 
 func newClient(id int64, log *slog.Logger, cfg Config, slowClosed *atomic.Int64) *client {
+	ctx, end := context.WithCancel(context.Background())
 	return &client{
 		id: id, log: log, sendBuffer: cfg.SendBuffer, replyRoom: cfg.replyRoom(),
 		stallTimeout: cfg.StallTimeout, slowClosed: slowClosed, metrics: cfg.Metrics,
-		done: make(chan struct{}),
+		ctx: ctx, end: end, done: ctx.Done(), pendingLimit: cfg.pendingLimit(),
 		subs: make(map[string]*subscription),
 	}
 }
@@ -127,9 +144,7 @@ func (c *client) cancel() {
 }
 
 func (c *client) cancelLocked() {
-	if !c.stopped {
-		close(c.done)
-	}
+	c.end()
 	c.stopped = true
 	if c.stopReplay != nil {
 		c.stopReplay()

@@ -35,22 +35,26 @@ func resyncMessage(g store.Gap, subID, since string) []byte {
 
 // replayStart returns the id after which the replay of a subscribe with
 // since starts: since, or when since is behind a gap, the gap's ResumeFrom,
-// after queuing a resync_required message. It reports false after sending an
-// error, when the gaps cannot be read.
+// after queuing a resync_required message. It reports false when the gaps
+// cannot be read, after sending an error unless the session is closing.
 func (h *Hub) replayStart(c *client, msg clientMessage) (string, bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), gapTimeout)
+	ctx, cancel := context.WithTimeout(c.ctx, gapTimeout)
 	defer cancel()
 	gap, err := h.store.GapAfter(ctx, msg.Since)
 	if err != nil {
-		h.log.Error("reading gaps for a subscribe failed", "conn_id", c.id, "since", msg.Since, "err", err)
-		c.sendError(codeUnavailable, "reading the event store failed; retry the subscribe", msg.ID)
+		if c.ctx.Err() == nil {
+			h.log.Error("reading gaps for a subscribe failed", "conn_id", c.id, "since", msg.Since, "err", err)
+			c.sendError(codeUnavailable, "reading the event store failed; retry the subscribe", msg.ID)
+		}
 		return "", false
 	}
 	if gap == nil {
 		newest, err := h.store.NewestKnownID(ctx)
 		if err != nil {
-			h.log.Error("reading the newest event id for a subscribe failed", "conn_id", c.id, "since", msg.Since, "err", err)
-			c.sendError(codeUnavailable, "reading the event store failed; retry the subscribe", msg.ID)
+			if c.ctx.Err() == nil {
+				h.log.Error("reading the newest event id for a subscribe failed", "conn_id", c.id, "since", msg.Since, "err", err)
+				c.sendError(codeUnavailable, "reading the event store failed; retry the subscribe", msg.ID)
+			}
 			return "", false
 		}
 		if msg.Since > newest {
@@ -111,7 +115,7 @@ func (c *client) crossGapLocked(gap store.Gap) bool {
 	}
 	crossed := false
 	for _, s := range c.subs {
-		if s.from < gap.ResumeFrom {
+		if !s.unsubscribed && s.from < gap.ResumeFrom {
 			s.from = gap.ResumeFrom
 			crossed = true
 		}

@@ -28,6 +28,15 @@
 // events and SendBuffer messages per session. Only a session whose
 // connection takes no message for Config.StallTimeout is closed with 4008.
 //
+// A session's messages get their replies in the order they were sent. A
+// subscribe with since replays on a goroutine of the session, so the
+// session keeps reading frames, and the pongs to its protocol pings,
+// meanwhile.
+// Messages sent during the replay, a second subscribe or a ping among
+// them, are handled after its subscribed reply. An unsubscribe of the
+// replaying subscription stops the replay at once: the subscription gets
+// no subscribed reply, only the unsubscribed reply, in its turn.
+//
 // When events are known to be missing (a lost replication slot, or a since
 // older than the pruned events), the session gets a resync_required message
 // naming the id from which its stream is complete again, never a silent skip.
@@ -78,6 +87,11 @@ type Config struct {
 	// without its connection taking a message before it is closed with 4008.
 	// Default 10s.
 	StallTimeout time.Duration
+	// PongWait is how long a session may go without a pong to the hub's
+	// protocol pings before it is closed. A ping goes out every PongWait/2,
+	// so a client has PongWait/2 to return its pong, however many messages
+	// wait ahead of the ping in its connection. Default 60s.
+	PongWait time.Duration
 	// MaxSubscriptions is the max number of subscriptions of one session. A
 	// subscribe past it gets an error and close code 4010. Default 20.
 	MaxSubscriptions int
@@ -116,6 +130,7 @@ func (c Config) WithDefaults() Config {
 	c.AuthTimeout = cmp.Or(c.AuthTimeout, 10*time.Second)
 	c.PollInterval = cmp.Or(c.PollInterval, time.Second)
 	c.StallTimeout = cmp.Or(c.StallTimeout, 10*time.Second)
+	c.PongWait = cmp.Or(c.PongWait, 60*time.Second)
 	return c
 }
 
@@ -129,11 +144,11 @@ const melodyHeadroom = 8
 // before it fails.
 const stallCloseMargin = 10 * time.Second
 
-// replyRoom returns how many replies may be queued beyond SendBuffer. The
-// read loop waits until fewer than SendBuffer messages are outstanding before
-// it handles a message, and one message gets at most MaxSubscriptions+1
-// replies (a refresh that revokes every subscription). One more is left for
-// the token_expired error, which a timer queues.
+// replyRoom returns how many replies may be queued beyond SendBuffer. A
+// session's messages are handled one at a time, each once fewer than
+// SendBuffer messages are outstanding, and one message gets at most
+// MaxSubscriptions+1 replies (a refresh that revokes every subscription).
+// One more is left for the token_expired error, which a timer queues.
 func (c Config) replyRoom() int { return c.MaxSubscriptions + 2 }
 
 const clientKey = "civicbase.client"
@@ -190,8 +205,8 @@ func New(cfg Config, st *store.Store, pool *pgxpool.Pool, log *slog.Logger) *Hub
 	// with 4008 first, so the write waits StallTimeout plus a margin in
 	// which a client that reads again gets the close frame.
 	m.Config.WriteWait = cfg.StallTimeout + stallCloseMargin
-	// Protocol pings keep melody's defaults: a ping every 54s, and a session
-	// that sends no pong within 60s is closed.
+	m.Config.PongWait = cfg.PongWait
+	m.Config.PingPeriod = cfg.PongWait / 2
 	m.Upgrader.CheckOrigin = h.checkOrigin
 	m.HandleConnect(h.onConnect)
 	m.HandleMessage(h.onMessage)
@@ -263,9 +278,9 @@ func (h *Hub) Close() {
 		for _, c := range clients {
 			c.close(closeRestarting, "server restarting, reconnect with jitter")
 		}
-		// Each handler returns within melody's write timeout (10s), because
-		// the close frame ends its connection and close cancels replays and
-		// catch-ups, which removeClient waits for.
+		// Each handler returns within melody's write timeout, because the
+		// close frame ends its connection, and close cancels the session's
+		// worker, replay and catch-up, which removeClient waits for.
 		h.handlers.Wait()
 		if err := h.melody.Close(); err != nil {
 			h.log.Warn("closing melody failed", "err", err)
@@ -289,16 +304,18 @@ func (h *Hub) addClient() (*client, bool) {
 }
 
 // removeClient runs when the session's handler returns: the connection is
-// closed by then.
+// closed by then. The session's worker may still be adding a subscription,
+// so the subscriptions are removed after it returns.
 func (h *Hub) removeClient(c *client) {
+	c.stop()
+	c.waitWorker()
+	c.waitCatchUp()
 	h.mu.Lock()
 	for _, sub := range c.takeSubscriptions() {
 		h.unindexLocked(c, sub)
 	}
 	h.mu.Unlock()
 
-	c.stop()
-	c.waitCatchUp()
 	h.sessionsMu.Lock()
 	delete(h.clients, c)
 	h.sessionsMu.Unlock()

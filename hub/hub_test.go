@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
@@ -61,13 +63,20 @@ func testConfig() hub.Config {
 
 func setup(t *testing.T, cfg hub.Config) *testBundle {
 	t.Helper()
+	return setupWith(t, cfg, nil)
+}
+
+// setupWith is setup with connState set as the http.Server.ConnState hook
+// of the hub's server.
+func setupWith(t *testing.T, cfg hub.Config, connState func(net.Conn, http.ConnState)) *testBundle {
+	t.Helper()
 	ctx := context.Background()
 	dbURL := pgtest.NewDB(t)
 	pool := newPool(t, dbURL)
 	require.NoError(t, sql.Migrate(ctx, pool, slog.New(slog.NewTextHandler(io.Discard, nil))))
 
 	b := &testBundle{dbURL: dbURL, writer: store.New(pool), nextID: new(atomic.Int64)}
-	b.hub, b.url, b.stop = startHub(t, dbURL, cfg)
+	b.hub, b.url, b.stop = startHubWith(t, dbURL, cfg, connState)
 	return b
 }
 
@@ -82,9 +91,16 @@ func newPool(t *testing.T, dbURL string) *pgxpool.Pool {
 // startHub runs a hub with a pool of its own behind an httptest server.
 func startHub(t *testing.T, dbURL string, cfg hub.Config) (*hub.Hub, string, func()) {
 	t.Helper()
+	return startHubWith(t, dbURL, cfg, nil)
+}
+
+func startHubWith(t *testing.T, dbURL string, cfg hub.Config, connState func(net.Conn, http.ConnState)) (*hub.Hub, string, func()) {
+	t.Helper()
 	pool := newPool(t, dbURL)
 	h := hub.New(cfg, store.New(pool), pool, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	srv := httptest.NewServer(h)
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ConnState = connState
+	srv.Start()
 	t.Cleanup(srv.Close)
 
 	ctx, cancel := context.WithCancel(context.Background())

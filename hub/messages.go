@@ -7,20 +7,39 @@ import (
 	"github.com/olahol/melody"
 )
 
-// onMessage handles one text frame. melody calls it from the session's read
-// loop, so the messages of one session are handled one at a time, in order.
+// onMessage handles one text frame on the session's read loop, or hands
+// it to the session's worker when handling it may wait long.
 func (h *Hub) onMessage(s *melody.Session, data []byte) {
-	c := clientOf(s)
+	var in inbound
+	if err := json.Unmarshal(data, &in.msg); err != nil {
+		in.invalid = fmt.Sprintf("message is not a valid JSON object of the protocol: %v", err)
+	}
+	h.receive(clientOf(s), in)
+}
+
+func (h *Hub) onBinaryMessage(s *melody.Session, _ []byte) {
+	h.receive(clientOf(s), inbound{invalid: "binary frames are not supported; send JSON text frames"})
+}
+
+func (h *Hub) receive(c *client, in inbound) {
+	if !h.offload(c, in) {
+		h.handle(c, in)
+	}
+}
+
+// handle handles one message of the session, on its read loop or its
+// worker, never on both at once.
+func (h *Hub) handle(c *client, in inbound) {
 	// A catch-up may keep the buffer full. Waiting here bounds the replies
 	// queued beyond SendBuffer to those of one message.
 	if !c.waitForRoom() {
 		return
 	}
-	var msg clientMessage
-	if err := json.Unmarshal(data, &msg); err != nil {
-		c.sendError(codeInvalidMessage, fmt.Sprintf("message is not a valid JSON object of the protocol: %v", err), "")
+	if in.invalid != "" {
+		c.sendError(codeInvalidMessage, in.invalid, "")
 		return
 	}
+	msg := in.msg
 
 	g := c.authenticated()
 	switch {
@@ -43,8 +62,4 @@ func (h *Hub) onMessage(s *melody.Session, data []byte) {
 	default:
 		c.sendError(codeUnknownType, fmt.Sprintf("unknown message type %q; expected authenticate, refresh, subscribe, unsubscribe or ping", msg.Type), "")
 	}
-}
-
-func (h *Hub) onBinaryMessage(s *melody.Session, _ []byte) {
-	clientOf(s).sendError(codeInvalidMessage, "binary frames are not supported; send JSON text frames", "")
 }

@@ -16,11 +16,11 @@ const replayPage = 500
 // section that checks the cursor, so no event falls between replay and live
 // and none is sent twice. The subscribed reply marks the seam.
 //
-// NOTE: the replay runs on the session's read loop, so the session's other
-// messages wait until it ends. A client that reads nothing for
-// Config.StallTimeout is closed with 4008.
+// The replay runs on the session's worker, so the session's later messages
+// wait until it ends, except that an unsubscribe of sub stops it. A client
+// that reads nothing for Config.StallTimeout is closed with 4008.
 func (h *Hub) replay(c *client, sub *subscription, since string) {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
 	served, ok := h.beginReplay(c, sub, since, cancel)
 	if !ok {
@@ -64,6 +64,8 @@ func (h *Hub) tryBeginReplay(c *client, sub *subscription, since string, cancel 
 	served := max(h.cursor, c.servedUpTo)
 	c.stopReplay = cancel
 	c.replaying = true
+	c.replaySub = sub
+	sub.unsubscribed = c.unsubscribePendingLocked(sub.id)
 	sub.from = since
 	if c.resumeID == "" || since < c.resumeID {
 		c.resumeID = since
@@ -81,6 +83,10 @@ func (h *Hub) tryBeginReplay(c *client, sub *subscription, since string, cancel 
 // events cross a gap, the session gets resync_required.
 func (h *Hub) readStore(ctx context.Context, c *client, sub *subscription, pos, served string) {
 	for {
+		if sub != nil && c.unsubscribed(sub) {
+			// Up to served, only sub's events were left to send.
+			pos = max(pos, served)
+		}
 		events, gaps, err := h.store.ListWithGaps(ctx, pos, replayPage)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -197,6 +203,7 @@ func (h *Hub) finishReplay(c *client, sub *subscription, pos string) bool {
 
 	c.replaying = false
 	c.stopReplay = nil
+	c.replaySub = nil
 	c.servedUpTo = max(c.servedUpTo, pos)
 	// Every wanted event up to servedUpTo is queued now.
 	c.resumeID = max(c.resumeID, c.servedUpTo)
@@ -205,8 +212,15 @@ func (h *Hub) finishReplay(c *client, sub *subscription, pos string) bool {
 		close(c.catchUp.done)
 		c.catchUp = nil
 	}
-	if sub != nil {
+	if sub != nil && !sub.unsubscribed {
 		c.enqueueLocked(subscribedMessage(sub, c.servedUpTo), "")
 	}
 	return true
+}
+
+// unsubscribed reports whether an unsubscribe of sub arrived.
+func (c *client) unsubscribed(sub *subscription) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return sub.unsubscribed
 }

@@ -27,10 +27,14 @@ type subscription struct {
 	// filters pins columns of the rows this subscription sends, per model.
 	// The session's filter claim applies on top of it.
 	filters modelFilters
+	// unsubscribed is set when an unsubscribe of the subscription arrives
+	// during its replay. It then matches no event until the unsubscribe
+	// removes it.
+	unsubscribed bool
 }
 
 func (s *subscription) matches(e *store.Event, row *eventRow) bool {
-	if e.ID <= s.from || !s.models[e.Model] || (len(s.events) > 0 && !s.events[e.Event]) {
+	if s.unsubscribed || e.ID <= s.from || !s.models[e.Model] || (len(s.events) > 0 && !s.events[e.Event]) {
 		return false
 	}
 	f := s.filters[e.Model]

@@ -1,0 +1,150 @@
+package hub
+
+// A session's messages are handled one at a time, in the order they
+// arrive, so their replies come in that order too. melody reads frames,
+// the pongs that keep a session open among them, only between calls of
+// onMessage. A message whose handling can wait long therefore goes to a
+// worker goroutine of the session: a subscribe with since, whose replay
+// lasts as long as the client takes to read it, and any message that must
+// wait for room in the send buffer. Messages that arrive while the worker
+// runs queue behind it. The worker returns when none is left, so an idle
+// session has none.
+
+// inbound is one frame from a client, parsed.
+type inbound struct {
+	msg clientMessage
+	// invalid is the error message for a frame that is not a protocol
+	// message, and empty for one that is.
+	invalid string
+}
+
+// pendingLimit returns how many messages may wait for a session's worker:
+// a subscribe for every subscription the session may have, and a few
+// more for pings. A client that sends more meanwhile is not read from
+// until one is taken.
+//
+// NOTE: while a session is not read from, its pongs are not read either,
+// so a client that keeps the queue full for Config.PongWait is closed
+// without a close frame.
+func (c Config) pendingLimit() int { return c.MaxSubscriptions + 4 }
+
+// offload queues in for the session's worker, starting the worker if
+// none runs, when a worker runs or when handling in may wait long. It
+// reports false when the read loop should handle in itself. While the
+// queue is full it waits for the worker to take a message.
+func (h *Hub) offload(c *client, in inbound) bool {
+	for {
+		c.mu.Lock()
+		if c.closing || c.stopped {
+			c.mu.Unlock()
+			return true
+		}
+		if !c.working && !c.mayWaitLocked(in) {
+			c.mu.Unlock()
+			return false
+		}
+		if len(c.pending) < c.pendingLimit {
+			start := !c.working
+			c.queueLocked(in)
+			c.mu.Unlock()
+			if start {
+				go h.work(c)
+			}
+			return true
+		}
+		dequeued := c.dequeuedLocked()
+		c.mu.Unlock()
+
+		select {
+		case <-dequeued:
+		case <-c.done:
+			return true
+		}
+	}
+}
+
+// mayWaitLocked reports whether handling in may wait long: it is a
+// subscribe with since, or the send buffer is full. c.mu must be held.
+func (c *client) mayWaitLocked(in inbound) bool {
+	replays := in.invalid == "" && in.msg.Type == "subscribe" && in.msg.Since != ""
+	return replays || c.outstanding >= c.sendBuffer
+}
+
+// queueLocked adds in to the worker's queue and marks the worker as
+// running. An unsubscribe of the subscription whose replay runs stops the
+// replay at once, and is itself handled in its turn. c.mu must be held.
+func (c *client) queueLocked(in inbound) {
+	if !c.working {
+		c.working = true
+		c.workerDone = make(chan struct{})
+	}
+	if in.invalid == "" && in.msg.Type == "unsubscribe" && c.replaySub != nil && c.replaySub.id == in.msg.ID {
+		c.replaySub.unsubscribed = true
+	}
+	c.pending = append(c.pending, in)
+}
+
+// unsubscribePendingLocked reports whether an unsubscribe of id waits in
+// the worker's queue. c.mu must be held.
+func (c *client) unsubscribePendingLocked(id string) bool {
+	for _, in := range c.pending {
+		if in.invalid == "" && in.msg.Type == "unsubscribe" && in.msg.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// dequeuedLocked returns a channel that the worker closes when it takes
+// the next message. c.mu must be held.
+func (c *client) dequeuedLocked() <-chan struct{} {
+	if c.dequeued == nil {
+		c.dequeued = make(chan struct{})
+	}
+	return c.dequeued
+}
+
+// work handles the session's queued messages in order and returns when
+// none is left or the session is closing.
+func (h *Hub) work(c *client) {
+	for {
+		in, ok := c.takePending()
+		if !ok {
+			return
+		}
+		h.handle(c, in)
+	}
+}
+
+// takePending removes and returns the first queued message. When none is
+// left or the session is closing, it drops the queue, marks the worker as
+// ended and reports false.
+func (c *client) takePending() (inbound, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dequeued != nil {
+		close(c.dequeued)
+		c.dequeued = nil
+	}
+	if len(c.pending) == 0 || c.closing || c.stopped {
+		c.pending = nil
+		c.working = false
+		close(c.workerDone)
+		return inbound{}, false
+	}
+	in := c.pending[0]
+	c.pending[0] = inbound{}
+	c.pending = c.pending[1:]
+	return in, true
+}
+
+// waitWorker waits until the session's worker, if any, returns. The
+// session must be stopped, so the worker handles nothing more.
+func (c *client) waitWorker() {
+	c.mu.Lock()
+	done := c.workerDone
+	c.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
