@@ -308,6 +308,7 @@ func TestFailoverUnderSIGKILLLosesNothing(t *testing.T) {
 	var stored int
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM civicbase.events`).Scan(&stored))
 	require.Equal(t, rows, stored, "one stored event per change, replays included")
+	requireNoGaps(t, pool)
 	for name, log := range map[string]*changeLog{"webhook": webhooks, "websocket": realtime} {
 		log.mu.Lock()
 		require.Empty(t, log.conflicts, "%s: a row arrived under two event ids", name)

@@ -195,6 +195,7 @@ func TestSIGTERMFinishesDeliveriesInFlight(t *testing.T) {
 		}
 	}
 	require.Empty(t, missing, "rows neither stored nor left in the slot, so lost")
+	requireAckStored(t, pool, slot)
 	require.Contains(t, svc.output.String(), "shutdown complete")
 	t.Logf("%d rows written, %d stored, %d left in the slot; %d deliveries in flight at SIGTERM; exit %s after SIGTERM",
 		total, len(stored), len(pending), len(inflight), exited.Sub(signaled).Round(time.Millisecond))

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -116,6 +117,21 @@ func requireLoggedError(t *testing.T, svc *process) {
 	}
 }
 
+// requireSlotLostResync checks that GET /events after an id before a slot
+// loss returns 410 resync_required with the gap's resumeFrom.
+func requireSlotLostResync(t *testing.T, addr, after, resumeFrom string) {
+	t.Helper()
+	var body struct {
+		Error struct {
+			Code, Reason, ResumeFrom string
+		} `json:"error"`
+	}
+	require.Equal(t, http.StatusGone, getJSON(t, "http://"+addr+"/events?after="+after, "test-token-0123456789", &body))
+	require.Equal(t, "resync_required", body.Error.Code)
+	require.Equal(t, "slot_lost", body.Error.Reason)
+	require.Equal(t, resumeFrom, body.Error.ResumeFrom)
+}
+
 func TestInvalidatedSlotEndToEnd(t *testing.T) {
 	t.Parallel()
 	c := pgtest.OwnCluster(t)
@@ -200,15 +216,7 @@ func TestInvalidatedSlotEndToEnd(t *testing.T) {
 	require.Equal(t, third["id"], resumed.nextType("create")["id"])
 	resumed.nextType("subscribed")
 
-	var resyncBody struct {
-		Error struct {
-			Code, Reason, ResumeFrom string
-		} `json:"error"`
-	}
-	require.Equal(t, http.StatusGone, getJSON(t, "http://"+svc.addr+"/events?after="+first, "test-token-0123456789", &resyncBody))
-	require.Equal(t, "resync_required", resyncBody.Error.Code)
-	require.Equal(t, "slot_lost", resyncBody.Error.Reason)
-	require.Equal(t, resumeFrom, resyncBody.Error.ResumeFrom)
+	requireSlotLostResync(t, svc.addr, first, resumeFrom)
 	require.Equal(t, http.StatusOK, getJSON(t, "http://"+svc.addr+"/events?after="+resumeFrom, "test-token-0123456789", &page))
 	require.Len(t, page.Events, 1)
 	require.Equal(t, third["id"], page.Events[0]["id"])
@@ -255,4 +263,123 @@ func TestDroppedSlotEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	waitUntil(t, 30*time.Second, "event stored from the new slot", func() bool { total, _ := countEvents(t, pool); return total == 2 })
 	require.Contains(t, getText(t, "http://"+svc.addr+"/metrics"), "\ncivicbase_cdc_slot_lost 0\n")
+
+	// The new slot starts at a stored position, so a restart finds it
+	// where the service left it.
+	require.NoError(t, svc.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, svc.waitExit(t, 30*time.Second))
+	svc = startReady(t, url, configEnv)
+	_, err = pool.Exec(ctx, `INSERT INTO items VALUES (3)`)
+	require.NoError(t, err)
+	waitUntil(t, 30*time.Second, "event stored after the restart", func() bool { total, _ := countEvents(t, pool); return total == 3 })
+	var gaps int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM civicbase.gaps`).Scan(&gaps))
+	require.Equal(t, 1, gaps, "only the accepted loss is recorded")
+	require.NotContains(t, svc.output.String(), "level=ERROR")
+}
+
+// requireNoGaps checks that no slot loss was recorded in the database.
+func requireNoGaps(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	var gaps int
+	require.NoError(t, pool.QueryRow(context.Background(), `SELECT count(*) FROM civicbase.gaps`).Scan(&gaps))
+	require.Zero(t, gaps, "slot losses recorded")
+}
+
+// requireAckStored checks that the slot's confirmed position is not past
+// the position stored for it, which the service must store first.
+func requireAckStored(t *testing.T, pool *pgxpool.Pool, slot string) pglogrepl.LSN {
+	t.Helper()
+	var confirmed, stored string
+	ctx := context.Background()
+	require.NoError(t, pool.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&confirmed))
+	// Read after the slot, so that a position sent in between is stored.
+	require.NoError(t, pool.QueryRow(ctx, `SELECT lsn::text FROM civicbase.checkpoints WHERE slot_name = $1`, slot).Scan(&stored))
+	confirmedLSN, err := pglogrepl.ParseLSN(confirmed)
+	require.NoError(t, err)
+	storedLSN, err := pglogrepl.ParseLSN(stored)
+	require.NoError(t, err)
+	require.LessOrEqual(t, confirmedLSN, storedLSN, "slot %s is acknowledged past the stored position", slot)
+	return confirmedLSN
+}
+
+func TestHandMadeSlotEndToEnd(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url, pool := newDatabase(t, `CREATE TABLE items (id int PRIMARY KEY)`)
+	slot := fmt.Sprintf("handmade_%d", time.Now().UnixNano())
+	configEnv := slotConfig(t, slot)
+	run := func(sql string, args ...any) {
+		t.Helper()
+		_, err := pool.Exec(ctx, sql, args...)
+		require.NoError(t, err, sql)
+	}
+	svc := startReady(t, url, configEnv)
+	run(`INSERT INTO items VALUES (1)`)
+	waitUntil(t, 30*time.Second, "event stored", func() bool { total, _ := countEvents(t, pool); return total == 1 })
+	var first string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT id FROM civicbase.events`).Scan(&first))
+
+	require.NoError(t, svc.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, svc.waitExit(t, 30*time.Second))
+	waitUntil(t, 30*time.Second, "slot dropped", func() bool {
+		_, err := pool.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot)
+		return err == nil
+	})
+	run(`INSERT INTO items VALUES (2)`) // lost: no slot holds it
+	run(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot)
+	svc = startReady(t, url, configEnv)
+	waitUntil(t, 30*time.Second, "moved slot logged", func() bool {
+		return strings.Contains(svc.output.String(), `level=ERROR msg="replication slot moved past the position this service acknowledged;`)
+	})
+	run(`INSERT INTO items VALUES (3)`)
+	waitUntil(t, 30*time.Second, "event after the gap stored", func() bool { total, _ := countEvents(t, pool); return total == 2 })
+
+	require.Contains(t, svc.output.String(), "run `civicbase recreate-slot`")
+	resumed := openSession(t, svc.addr)
+	resumed.subscribe("s1", "Item", first)
+	resync := resumed.nextType("resync_required")
+	require.Equal(t, "slot_lost", resync["reason"])
+	resumeFrom := resync["resumeFrom"].(string)
+	third := resumed.nextType("create")
+	require.Equal(t, "3", third["instanceId"])
+	require.Greater(t, resumeFrom, first)
+	require.Less(t, resumeFrom, third["id"].(string))
+	requireSlotLostResync(t, svc.addr, first, resumeFrom)
+	code, _ := getReadyz(svc.addr)
+	require.Equal(t, http.StatusOK, code, "the service reads on after recording the gap")
+}
+
+// Restarts of an idle service, clean or with SIGKILL, record no gap,
+// although the slot moves past the last event between them.
+func TestIdleRestartsRecordNoGap(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url, pool := newDatabase(t, `CREATE TABLE items (id int PRIMARY KEY); CREATE SCHEMA filler; CREATE TABLE filler.wal (body text)`)
+	slot := slotName(url)
+	svc := startReady(t, url)
+	_, err := pool.Exec(ctx, `INSERT INTO items VALUES (1)`)
+	require.NoError(t, err)
+	waitUntil(t, 30*time.Second, "event stored", func() bool { total, _ := countEvents(t, pool); return total == 1 })
+
+	for round, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL, syscall.SIGTERM, syscall.SIGKILL} {
+		_, err := pool.Exec(ctx, `INSERT INTO filler.wal SELECT repeat('x', 100) FROM generate_series(1, 1000)`)
+		require.NoError(t, err)
+		var walNow string
+		require.NoError(t, pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&walNow))
+		target, err := pglogrepl.ParseLSN(walNow)
+		require.NoError(t, err)
+		waitUntil(t, 30*time.Second, fmt.Sprintf("round %d: slot acknowledged past the unwatched writes", round), func() bool {
+			return requireAckStored(t, pool, slot) >= target
+		})
+		require.NoError(t, svc.cmd.Process.Signal(sig))
+		_ = svc.waitExit(t, 30*time.Second)
+		svc = startReady(t, url)
+	}
+	_, err = pool.Exec(ctx, `INSERT INTO items VALUES (2)`)
+	require.NoError(t, err)
+	waitUntil(t, 30*time.Second, "event stored", func() bool { total, _ := countEvents(t, pool); return total == 2 })
+
+	requireNoGaps(t, pool)
+	require.NotContains(t, svc.output.String(), "level=ERROR")
 }

@@ -174,6 +174,7 @@ func TestServiceSurvivesSIGKILL(t *testing.T) {
 	total, distinct := countEvents(t, pool)
 	require.Equal(t, rows, total)
 	require.Equal(t, rows, distinct)
+	requireNoGaps(t, pool)
 }
 
 func TestServiceRejectsUnknownTable(t *testing.T) {

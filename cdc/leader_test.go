@@ -70,6 +70,9 @@ func TestStandbyTakesOverWhenLeaderStops(t *testing.T) {
 	events := b.waitEvents(t, 200)
 	require.Len(t, events, 200, "no event is stored twice")
 	require.Equal(t, cdc.RoleLeader, standby.Status().Role)
+	gaps, err := b.store.GapsAfter(context.Background(), "")
+	require.NoError(t, err)
+	require.Empty(t, gaps, "a takeover records no gap")
 }
 
 func TestLeaderStopsWhenLockConnectionDies(t *testing.T) {

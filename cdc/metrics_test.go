@@ -51,8 +51,10 @@ func TestSlotLagGrowsWhilePausedAndCatchesUp(t *testing.T) {
 
 	b.start(t)
 	b.waitEvents(t, 1000)
-	waitFor(t, 20*time.Second, "slot lag of 0 bytes", func() bool {
-		return gather(t, reg)["civicbase_slot_lag_bytes"] == 0
+	// The reader stores a position before it acknowledges it, and that
+	// write is WAL too, so the slot stays behind by about one small write.
+	waitFor(t, 20*time.Second, "slot lag under 8 KiB", func() bool {
+		return gather(t, reg)["civicbase_slot_lag_bytes"] < 8<<10
 	})
 	caughtUp := gather(t, reg)
 	require.Equal(t, 1.0, caughtUp["civicbase_slot_active"])

@@ -309,11 +309,11 @@ func (r *Reader) ensureSlot(ctx context.Context, conn *pgconn.PgConn) (pglogrepl
 	if err != nil {
 		return 0, err
 	}
-	var plugin, database, current, walStatus string
+	var plugin, database, current, walStatus, confirmed string
 	var activePID *int32
 	err = r.pool.QueryRow(ctx, `SELECT coalesce(plugin, ''), coalesce(database, ''), current_database(),
-			coalesce(wal_status, ''), active_pid
-		FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.Slot).Scan(&plugin, &database, &current, &walStatus, &activePID)
+			coalesce(wal_status, ''), active_pid, coalesce(confirmed_flush_lsn, '0/0')::text
+		FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.Slot).Scan(&plugin, &database, &current, &walStatus, &activePID, &confirmed)
 	switch {
 	case errors.Is(err, pgxNoRows):
 		return r.missingSlot(ctx, conn, checkpoint)
@@ -333,7 +333,11 @@ func (r *Reader) ensureSlot(ctx context.Context, conn *pgconn.PgConn) (pglogrepl
 			"or a process that does not take the lock reads the slot, such as another consumer; stop that reader",
 			errSlotActive, r.cfg.Slot, *activePID, LeaderLockKey(r.cfg.Slot))
 	}
-	return r.resumePendingGap(ctx, checkpoint)
+	confirmedLSN, err := pglogrepl.ParseLSN(confirmed)
+	if err != nil {
+		return 0, fmt.Errorf("parsing confirmed_flush_lsn %q of slot %s: %w", confirmed, r.cfg.Slot, err)
+	}
+	return r.resumeSlot(ctx, checkpoint, confirmedLSN)
 }
 
 func (r *Reader) createSlot(ctx context.Context, conn *pgconn.PgConn) (pglogrepl.LSN, error) {

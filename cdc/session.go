@@ -16,6 +16,19 @@ import (
 
 var pgxNoRows = pgx.ErrNoRows
 
+// Idle acknowledgements. While nothing is pending, keepalives show the
+// server's position, and the slot may move there once that position is
+// stored. Each store is itself WAL that the next keepalive shows, so stores
+// happen at most every idleStoreInterval. A move of less than smallIdleMove
+// bytes is about what the previous store and PostgreSQL's periodic records
+// (running transactions, checkpoints) add, so it waits
+// slowIdleStoreInterval, and an idle database gets one small write a minute.
+const (
+	idleStoreInterval     = 5 * time.Second
+	slowIdleStoreInterval = time.Minute
+	smallIdleMove         = 8 << 10
+)
+
 // session is one replication connection's worth of decoding state. Nothing
 // in it survives a reconnect: the server resends from the slot's position.
 type session struct {
@@ -44,8 +57,14 @@ type session struct {
 	committed pglogrepl.LSN
 	// submitted is the checkpoint of the last batch handed to the writer.
 	submitted pglogrepl.LSN
-	// durable is the position reported to the slot as flushed.
-	durable      pglogrepl.LSN
+	// durable is the position reported to the slot as flushed. It moves
+	// only to positions the writer has stored.
+	durable pglogrepl.LSN
+	// idleTarget is a server position that a keepalive showed while
+	// nothing was pending, to be stored and then acknowledged, and
+	// idleStoredAt is when the last one was handed to the writer.
+	idleTarget   pglogrepl.LSN
+	idleStoredAt time.Time
 	flushAt      time.Time
 	nextStatus   time.Time
 	readDeadline time.Time
@@ -97,6 +116,9 @@ func (s *session) stream(ctx context.Context) error {
 		if watch := s.watchdogDeadline(time.Now()); !watch.IsZero() && watch.Before(deadline) {
 			deadline = watch
 		}
+		if due := s.idleStoreDue(); !due.IsZero() && due.Before(deadline) {
+			deadline = due
+		}
 		if s.w.inflight > 0 {
 			// A finished write cannot interrupt the receive, so poll for it.
 			// Whole milliseconds keep the deadline from changing per message.
@@ -141,16 +163,19 @@ func (s *session) receive(ctx context.Context, deadline time.Time) (pgproto3.Bac
 	return s.conn.ReceiveMessage(context.Background())
 }
 
-// tick runs the timed duties: it flushes a waiting batch, runs the stall
-// watchdog and sends the periodic status update. When idle, that update
-// requests a keepalive, so the slot can advance past WAL that contains no
-// watched changes.
+// tick runs the timed duties: it flushes a waiting batch, stores a waiting
+// idle position, runs the stall watchdog and sends the periodic status
+// update. When idle, that update requests a keepalive, so the slot can
+// advance past WAL that contains no watched changes.
 func (s *session) tick(ctx context.Context) error {
 	now := time.Now()
 	if !s.flushAt.IsZero() && !now.Before(s.flushAt) {
 		if err := s.flush(ctx); err != nil {
 			return err
 		}
+	}
+	if err := s.storeIdle(ctx, now, false); err != nil {
+		return err
 	}
 	if err := s.watchdog(ctx, now); err != nil {
 		return err
@@ -163,6 +188,32 @@ func (s *session) tick(ctx context.Context) error {
 
 func (s *session) idle() bool {
 	return !s.inTxn && len(s.batch) == 0 && s.w.inflight == 0 && s.committed <= s.durable
+}
+
+// storeIdle hands idleTarget to the writer as a checkpoint without events
+// once idleStoreDue has passed, or at once when urgent. collect sends it to
+// the slot after the write.
+func (s *session) storeIdle(ctx context.Context, now time.Time, urgent bool) error {
+	due := s.idleStoreDue()
+	if due.IsZero() || (!urgent && now.Before(due)) {
+		return nil
+	}
+	s.committed = s.idleTarget
+	s.idleStoredAt = now
+	return s.flush(ctx)
+}
+
+// idleStoreDue returns when idleTarget may be stored, or the zero time when
+// no store is waiting.
+func (s *session) idleStoreDue() time.Time {
+	if !s.idle() || s.idleTarget <= s.committed {
+		return time.Time{}
+	}
+	wait := idleStoreInterval
+	if s.idleTarget-s.durable < smallIdleMove {
+		wait = slowIdleStoreInterval
+	}
+	return s.idleStoredAt.Add(wait)
 }
 
 func (s *session) sendStatus(ctx context.Context, replyRequested bool) error {
@@ -203,13 +254,20 @@ func (s *session) handleCopyData(ctx context.Context, data []byte) error {
 		}
 		s.serverWAL = max(s.serverWAL, ka.ServerWALEnd)
 		// Everything before the server's position has reached us, so when
-		// nothing is pending the slot may move there. This keeps an idle or
-		// unwatched-only database from pinning WAL.
-		moved := s.idle() && ka.ServerWALEnd > s.durable
-		if moved {
-			s.durable, s.committed = ka.ServerWALEnd, ka.ServerWALEnd
+		// nothing is pending the slot may move there once the position is
+		// stored. This keeps an idle or unwatched-only database from
+		// pinning WAL.
+		if s.idle() && ka.ServerWALEnd > s.durable {
+			s.idleTarget = max(s.idleTarget, ka.ServerWALEnd)
 		}
-		if ka.ReplyRequested || moved {
+		// A server shutting down requests replies until the slot reaches
+		// its position, so that store is not throttled. It fails, because
+		// the server has ended the other sessions by then, and the session
+		// ends, which lets the server finish.
+		if err := s.storeIdle(ctx, time.Now(), ka.ReplyRequested); err != nil {
+			return err
+		}
+		if ka.ReplyRequested {
 			return s.sendStatus(ctx, false)
 		}
 	case pglogrepl.XLogDataByteID:

@@ -28,6 +28,7 @@ const slotLostLogInterval = 10 * time.Minute
 const (
 	lostDropped     = "dropped"
 	lostInvalidated = "invalidated (wal_status lost)"
+	lostMoved       = "moved past the acknowledged position (created again or advanced by hand)"
 )
 
 // recoverySteps ends every lost-slot error: what the operator runs, and
@@ -35,6 +36,12 @@ const (
 const recoverySteps = "to continue with a new slot, run `civicbase recreate-slot` with this service's DATABASE_URL and CIVICBASE_CONFIG: " +
 	"it records the gap and drops the lost slot, the service then creates a new slot within %s, and WebSocket and GET /events " +
 	"consumers whose position is before the gap get resync_required; see \"When a slot is lost\" in the README"
+
+// movedSlotSteps is logged with a slot that was moved by hand.
+const movedSlotSteps = "the slot was dropped and created again by hand, or advanced with pg_replication_slot_advance; " +
+	"the gap is recorded, so WebSocket and GET /events consumers whose position is before it get resync_required and must reload their state; " +
+	"webhook receivers get no marker, so bring them up to date by other means; to replace the service's slot, stop the service, " +
+	"drop the slot and run `civicbase recreate-slot`, and never create or advance the slot by hand; see \"When a slot is lost\" in the README"
 
 // slotLostError returns the ErrSlotLost error for the slot, with the
 // position stored from it and the steps to recover. loss is lostDropped or
@@ -97,25 +104,60 @@ func (r *Reader) missingSlot(ctx context.Context, conn *pgconn.PgConn, checkpoin
 	return r.resolveGap(ctx, gap, lsn)
 }
 
-// resumePendingGap completes an accepted loss whose new slot exists but
-// whose gap was not completed, because the process stopped in between. The
-// reader completes a gap before it streams, so the new slot is still at its
-// consistent point. Without a pending gap it returns checkpoint.
-func (r *Reader) resumePendingGap(ctx context.Context, checkpoint pglogrepl.LSN) (pglogrepl.LSN, error) {
+// resumeSlot returns the position to stream an existing, usable slot from.
+// It completes an accepted loss whose new slot exists but whose gap was not
+// completed, because the process stopped in between: the reader completes
+// a gap before it streams, so that slot is still at its consistent point,
+// confirmed. Otherwise it checks that the slot was not moved by hand.
+func (r *Reader) resumeSlot(ctx context.Context, checkpoint, confirmed pglogrepl.LSN) (pglogrepl.LSN, error) {
 	gap, err := r.store.PendingGap(ctx, r.cfg.Slot)
-	if err != nil || gap == nil {
-		return checkpoint, err
-	}
-	var confirmed string
-	err = r.pool.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.Slot).Scan(&confirmed)
 	if err != nil {
-		return 0, fmt.Errorf("reading the consistent point of slot %s: %w", r.cfg.Slot, err)
+		return 0, err
 	}
-	lsn, err := pglogrepl.ParseLSN(confirmed)
+	if gap != nil {
+		return r.resolveGap(ctx, gap, confirmed)
+	}
+	return r.checkSlotMoved(ctx, checkpoint, confirmed)
+}
+
+// checkSlotMoved records a gap when the slot's confirmed position is past
+// every position this service acknowledged. The service stores each
+// position before it sends it, so only someone else can have moved the
+// slot there: it was dropped and created again by hand, or advanced with
+// pg_replication_slot_advance, and the changes committed in between were
+// never read. It returns the position to stream from.
+//
+// Unlike for a lost slot, reading goes on, because the slot in place already
+// starts after the gap. Waiting for an operator cannot bring those changes
+// back, and it would pin WAL and hold up the changes after the gap.
+//
+// confirmed must be read before the acknowledged position. A previous
+// leader that is still exiting may move the slot in between, but it stored
+// that position first, so the read here returns it.
+func (r *Reader) checkSlotMoved(ctx context.Context, checkpoint, confirmed pglogrepl.LSN) (pglogrepl.LSN, error) {
+	acked, err := r.store.Acknowledged(ctx, r.cfg.Slot)
 	if err != nil {
-		return 0, fmt.Errorf("parsing confirmed_flush_lsn %q of slot %s: %w", confirmed, r.cfg.Slot, err)
+		return 0, err
 	}
-	return r.resolveGap(ctx, gap, lsn)
+	if acked == 0 {
+		r.log.InfoContext(ctx, "no acknowledged position stored for the slot; a slot moved by hand is detected from the next start on",
+			"slot", r.cfg.Slot, "lsn", confirmed)
+		return checkpoint, nil
+	}
+	if confirmed <= acked {
+		return checkpoint, nil
+	}
+	gap, err := r.store.AcceptSlotLoss(ctx, r.cfg.Slot, lostMoved, acked)
+	if err != nil {
+		return 0, err
+	}
+	resumeFrom := ResumeBoundary(confirmed)
+	if err := r.store.ResolveGap(ctx, gap.ID, r.cfg.Slot, confirmed, resumeFrom); err != nil {
+		return 0, err
+	}
+	r.log.ErrorContext(ctx, "replication slot moved past the position this service acknowledged; the changes in between were not captured",
+		"slot", r.cfg.Slot, "gap_id", gap.ID, "lost_after", acked, "lsn", confirmed, "resume_from", resumeFrom, "steps", movedSlotSteps)
+	return confirmed, nil
 }
 
 // resolveGap records that the new slot starts at lsn and moves the

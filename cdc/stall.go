@@ -26,7 +26,8 @@ func stalled(lastProgress, now time.Time, serverWAL, durable pglogrepl.LSN, thre
 //
 // A store write in flight does not count as a stall, because writeTimeout
 // already bounds each write. An idle session does not stall either, because
-// each keepalive then moves durable up to the server's position.
+// the keepalives that its status updates request count as progress, and the
+// position they show is stored and acknowledged within a minute.
 //
 // NOTE: the watchdog only sees the server's position through messages, so
 // a connection that goes silent while the session is idle and caught up is

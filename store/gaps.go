@@ -156,8 +156,9 @@ func (s *Store) ListWithGaps(ctx context.Context, after string, limit int) ([]Ev
 
 // AcceptSlotLoss records that the operator accepts the loss of slot, whose
 // checkpoint was lostAfter, and returns the pending gap. The service then
-// creates a new slot and calls ResolveGap. When a pending gap exists for the
-// slot already, it is returned unchanged.
+// creates a new slot and calls ResolveGap. The reader also calls both for a
+// slot it finds moved by hand. When a pending gap exists for the slot
+// already, it is returned unchanged.
 func (s *Store) AcceptSlotLoss(ctx context.Context, slot, detail string, lostAfter pglogrepl.LSN) (Gap, error) {
 	_, err := s.pool.Exec(ctx, `INSERT INTO civicbase.gaps (slot_name, detail, lost_after, last_id)
 		VALUES ($1, $2, $3, (SELECT max(id) FROM civicbase.events))
@@ -198,7 +199,8 @@ func (s *Store) PendingGap(ctx context.Context, slot string) (*Gap, error) {
 
 // ResolveGap completes the pending gap id once its new slot exists: the new
 // slot starts at resumeLSN and resumeFrom is the id readers continue after.
-// The slot's checkpoint moves to resumeLSN in the same transaction.
+// The slot's checkpoint and acknowledged position move to resumeLSN in the
+// same transaction.
 func (s *Store) ResolveGap(ctx context.Context, id int64, slot string, resumeLSN pglogrepl.LSN, resumeFrom string) error {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -213,8 +215,9 @@ func (s *Store) ResolveGap(ctx context.Context, id int64, slot string, resumeLSN
 	if tag.RowsAffected() != 1 {
 		return fmt.Errorf("resolving gap %d: it is not pending", id)
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO civicbase.checkpoints (slot_name, lsn) VALUES ($1, $2)
-		ON CONFLICT (slot_name) DO UPDATE SET lsn = excluded.lsn, updated_at = now()`, slot, resumeLSN.String())
+	_, err = tx.Exec(ctx, `INSERT INTO civicbase.checkpoints (slot_name, lsn, acked_lsn) VALUES ($1, $2, $2)
+		ON CONFLICT (slot_name) DO UPDATE SET lsn = excluded.lsn, acked_lsn = excluded.acked_lsn, updated_at = now()`,
+		slot, resumeLSN.String())
 	if err != nil {
 		return fmt.Errorf("moving checkpoint of slot %s to %s: %w", slot, resumeLSN, err)
 	}

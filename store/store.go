@@ -34,7 +34,9 @@ type Event struct {
 	Payload    []byte
 }
 
-// Checkpoint is the durable replication position of one slot.
+// Checkpoint is the durable replication position of one slot. Write also
+// records it as the slot's acknowledged position, which the caller may send
+// to the slot once Write has returned.
 type Checkpoint struct {
 	Slot string
 	LSN  pglogrepl.LSN
@@ -70,8 +72,8 @@ func (s *Store) signalWritten() {
 // Pool returns the underlying connection pool.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// Write stores events and, when cp is not nil, moves the checkpoint, all in
-// one transaction. Events whose id is already stored are skipped, so a
+// Write stores events and, when cp is not nil, moves the checkpoint and the
+// acknowledged position, all in one transaction. Events whose id is already stored are skipped, so a
 // replayed transaction leaves no duplicates.
 func (s *Store) Write(ctx context.Context, events []Event, cp *Checkpoint) error {
 	tx, err := s.pool.Begin(ctx)
@@ -92,8 +94,9 @@ func (s *Store) Write(ctx context.Context, events []Event, cp *Checkpoint) error
 		}
 	}
 	if cp != nil {
-		_, err := tx.Exec(ctx, `INSERT INTO civicbase.checkpoints (slot_name, lsn) VALUES ($1, $2)
-			ON CONFLICT (slot_name) DO UPDATE SET lsn = GREATEST(checkpoints.lsn, excluded.lsn), updated_at = now()`,
+		_, err := tx.Exec(ctx, `INSERT INTO civicbase.checkpoints (slot_name, lsn, acked_lsn) VALUES ($1, $2, $2)
+			ON CONFLICT (slot_name) DO UPDATE SET lsn = GREATEST(checkpoints.lsn, excluded.lsn),
+				acked_lsn = GREATEST(checkpoints.acked_lsn, excluded.acked_lsn), updated_at = now()`,
 			cp.Slot, cp.LSN.String())
 		if err != nil {
 			return fmt.Errorf("moving checkpoint of slot %s to %s: %w", cp.Slot, cp.LSN, err)
@@ -163,17 +166,31 @@ func insertSkippingKnown(ctx context.Context, tx pgx.Tx, events []Event) error {
 
 // Checkpoint returns the stored position of slot, or 0 when none is stored.
 func (s *Store) Checkpoint(ctx context.Context, slot string) (pglogrepl.LSN, error) {
+	return s.slotLSN(ctx, "lsn", "checkpoint", slot)
+}
+
+// Acknowledged returns the greatest position stored for slot as
+// acknowledged to it, or 0 when none is stored: before the first write, or
+// in a row last written by a version that did not store acknowledgements.
+func (s *Store) Acknowledged(ctx context.Context, slot string) (pglogrepl.LSN, error) {
+	return s.slotLSN(ctx, "acked_lsn", "acknowledged position", slot)
+}
+
+// slotLSN reads the pg_lsn column of slot's checkpoint row, named
+// description in errors. A missing row or NULL returns 0.
+func (s *Store) slotLSN(ctx context.Context, column, description, slot string) (pglogrepl.LSN, error) {
 	var text string
-	err := s.pool.QueryRow(ctx, "SELECT lsn::text FROM civicbase.checkpoints WHERE slot_name = $1", slot).Scan(&text)
+	query := "SELECT coalesce(" + column + ", '0/0')::text FROM civicbase.checkpoints WHERE slot_name = $1"
+	err := s.pool.QueryRow(ctx, query, slot).Scan(&text)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("reading checkpoint of slot %s: %w", slot, err)
+		return 0, fmt.Errorf("reading %s of slot %s: %w", description, slot, err)
 	}
 	lsn, err := pglogrepl.ParseLSN(text)
 	if err != nil {
-		return 0, fmt.Errorf("parsing checkpoint %q of slot %s: %w", text, slot, err)
+		return 0, fmt.Errorf("parsing %s %q of slot %s: %w", description, text, slot, err)
 	}
 	return lsn, nil
 }

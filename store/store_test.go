@@ -78,6 +78,32 @@ func TestCheckpointNeverMovesBack(t *testing.T) {
 	require.Zero(t, none)
 }
 
+func TestAcknowledgedFollowsCheckpoint(t *testing.T) {
+	t.Parallel()
+	st := setup(t)
+	ctx := context.Background()
+	none, err := st.Acknowledged(ctx, "s")
+	require.NoError(t, err)
+	require.Zero(t, none)
+
+	require.NoError(t, st.Write(ctx, nil, &store.Checkpoint{Slot: "s", LSN: 100}))
+	require.NoError(t, st.Write(ctx, nil, &store.Checkpoint{Slot: "s", LSN: 50}))
+	acked, err := st.Acknowledged(ctx, "s")
+	require.NoError(t, err)
+	require.Equal(t, pglogrepl.LSN(100), acked)
+
+	// A row written by a version that did not store acknowledgements.
+	_, err = st.Pool().Exec(ctx, `UPDATE civicbase.checkpoints SET acked_lsn = NULL`)
+	require.NoError(t, err)
+	unknown, err := st.Acknowledged(ctx, "s")
+	require.NoError(t, err)
+	require.Zero(t, unknown)
+	require.NoError(t, st.Write(ctx, nil, &store.Checkpoint{Slot: "s", LSN: 120}))
+	acked, err = st.Acknowledged(ctx, "s")
+	require.NoError(t, err)
+	require.Equal(t, pglogrepl.LSN(120), acked)
+}
+
 func TestListPagesInIDOrder(t *testing.T) {
 	t.Parallel()
 	st := setup(t)
