@@ -28,7 +28,7 @@ const slotLostLogInterval = 10 * time.Minute
 const (
 	lostDropped     = "dropped"
 	lostInvalidated = "invalidated (wal_status lost)"
-	lostMoved       = "moved past the acknowledged position (created again or advanced by hand)"
+	lostMoved       = store.SlotMovedDetail
 )
 
 // recoverySteps ends every lost-slot error: what the operator runs, and

@@ -20,6 +20,11 @@ const (
 	GapEventsPruned = "events_pruned"
 )
 
+// SlotMovedDetail is the Detail of a slot_lost gap whose slot was found
+// past the position this service acknowledged: created again or advanced
+// by hand.
+const SlotMovedDetail = "moved past the acknowledged position (created again or advanced by hand)"
+
 // Gap is a point in the event stream before which events may be missing. A
 // reader whose cursor is below ResumeFrom has missed them; every event
 // after ResumeFrom is stored.
@@ -52,8 +57,12 @@ type Gap struct {
 func (g Gap) Message(missing string) string {
 	cause := fmt.Sprintf("the replication slot was lost, so changes committed between LSN %s and %s were not captured",
 		g.LostAfter, g.ResumeLSN)
-	if g.Reason == GapEventsPruned {
+	switch {
+	case g.Reason == GapEventsPruned:
 		cause = fmt.Sprintf("the events up to %s were deleted past the retention period", g.ResumeFrom)
+	case g.Detail == SlotMovedDetail:
+		cause = fmt.Sprintf("the replication slot was created again or advanced by hand, so changes committed between LSN %s and %s were not captured",
+			g.LostAfter, g.ResumeLSN)
 	}
 	return missing + " may be missing because " + cause
 }

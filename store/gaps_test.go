@@ -141,3 +141,18 @@ func TestListWithGaps(t *testing.T) {
 	require.Len(t, events, 1)
 	require.Empty(t, gaps)
 }
+
+func TestGapMessageNamesCause(t *testing.T) {
+	t.Parallel()
+	lost := store.Gap{Reason: store.GapSlotLost, Detail: "dropped", LostAfter: 0x64, ResumeLSN: 0xC8}
+	moved := lost
+	moved.Detail = store.SlotMovedDetail
+	pruned := store.Gap{Reason: store.GapEventsPruned, ResumeFrom: "evt_00000000000000000000000009"}
+
+	require.Equal(t, "events after evt_1 may be missing because the replication slot was lost, "+
+		"so changes committed between LSN 0/64 and 0/C8 were not captured", lost.Message("events after evt_1"))
+	require.Equal(t, "events after evt_1 may be missing because the replication slot was created again or advanced by hand, "+
+		"so changes committed between LSN 0/64 and 0/C8 were not captured", moved.Message("events after evt_1"))
+	require.Equal(t, "events after evt_1 may be missing because the events up to evt_00000000000000000000000009 "+
+		"were deleted past the retention period", pruned.Message("events after evt_1"))
+}
