@@ -294,5 +294,8 @@ func (c *client) waitFor(offerLocked func() bool) bool {
 		if !c.waitForWrite(written, stall) {
 			return false
 		}
+		// The connection took a message, so the stall is measured anew: a
+		// catch-up may take the room again before this waiter gets it.
+		stall.Reset(c.stallTimeout)
 	}
 }
