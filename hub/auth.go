@@ -50,11 +50,25 @@ func (g *grant) permits(e *store.Event, row *eventRow) bool {
 // tokenClaims are the claims of an accepted JWT. Models, when present,
 // limits the models its holder may subscribe to; a JWT without it may see
 // every model. Filter pins columns per model, model → column → value, so
-// the holder receives only rows that have those values.
+// the holder receives only rows that have those values. Both are kept raw
+// so that null, which Go's encoding/json writes for a nil slice or map,
+// can be told apart from a missing claim.
 type tokenClaims struct {
-	Models []string                              `json:"models"`
-	Filter map[string]map[string]json.RawMessage `json:"filter"`
+	Models json.RawMessage `json:"models"`
+	Filter json.RawMessage `json:"filter"`
 	jwt.RegisteredClaims
+}
+
+// decodeClaim decodes a present claim into out. null is rejected: an issuer
+// that meant "nothing" would otherwise grant everything.
+func decodeClaim(name string, raw json.RawMessage, out any, want string) error {
+	if string(raw) == "null" {
+		return fmt.Errorf("%s claim is null; give %s, or leave the claim out", name, want)
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("%s claim is not %s", name, want)
+	}
+	return nil
 }
 
 var errInvalidToken = errors.New("invalid token")
@@ -80,11 +94,17 @@ func (h *Hub) checkToken(token string) (*grant, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errInvalidToken, err)
 	}
-	filters, err := parseModelFilters(claims.Filter)
+	var filterClaim map[string]map[string]json.RawMessage
+	if claims.Filter != nil {
+		if err := decodeClaim("filter", claims.Filter, &filterClaim, `an object of model → column → value`); err != nil {
+			return nil, fmt.Errorf("%w: %w", errInvalidToken, err)
+		}
+	}
+	filters, err := parseModelFilters(filterClaim)
 	if err != nil {
 		return nil, fmt.Errorf("%w: filter claim: %w", errInvalidToken, err)
 	}
-	if err := h.checkFilterClaim(claims.Filter); err != nil {
+	if err := h.checkFilterClaim(filterClaim); err != nil {
 		return nil, fmt.Errorf("%w: filter claim: %w", errInvalidToken, err)
 	}
 	g := &grant{allModels: claims.Models == nil, filters: filters}
@@ -92,8 +112,12 @@ func (h *Hub) checkToken(token string) (*grant, error) {
 		g.expires = claims.ExpiresAt.Time
 	}
 	if claims.Models != nil {
-		g.models = make(map[string]bool, len(claims.Models))
-		for _, m := range claims.Models {
+		var models []string
+		if err := decodeClaim("models", claims.Models, &models, "a list of model names"); err != nil {
+			return nil, fmt.Errorf("%w: %w", errInvalidToken, err)
+		}
+		g.models = make(map[string]bool, len(models))
+		for _, m := range models {
 			g.models[m] = true
 		}
 	}
