@@ -1,5 +1,7 @@
 package hub
 
+import "slices"
+
 // A session's messages are handled one at a time, in the order they
 // arrive, so their replies come in that order too. melody reads frames,
 // the pongs that keep a session open among them, only between calls of
@@ -43,6 +45,13 @@ func (h *Hub) offload(c *client, in inbound) bool {
 			c.mu.Unlock()
 			return false
 		}
+		if in.isPing() && c.pingPendingLocked() {
+			// One pong answers both, and pongs carry nothing else, so a
+			// client that pings through a long replay never fills the
+			// queue with pings.
+			c.mu.Unlock()
+			return true
+		}
 		if len(c.pending) < c.pendingLimit {
 			start := !c.working
 			c.queueLocked(in)
@@ -82,6 +91,15 @@ func (c *client) queueLocked(in inbound) {
 		c.replaySub.unsubscribed = true
 	}
 	c.pending = append(c.pending, in)
+}
+
+// isPing reports whether in is an application-level ping.
+func (in inbound) isPing() bool { return in.invalid == "" && in.msg.Type == "ping" }
+
+// pingPendingLocked reports whether a ping waits in the worker's queue.
+// c.mu must be held.
+func (c *client) pingPendingLocked() bool {
+	return slices.ContainsFunc(c.pending, inbound.isPing)
 }
 
 // unsubscribePendingLocked reports whether an unsubscribe of id waits in
