@@ -38,9 +38,9 @@ type outcome struct {
 	// permanent failures are not retried. They are other 4xx statuses,
 	// redirects, and addresses the guard rejects.
 	permanent bool
-	// endpointGone means the endpoint returned 410 Gone, so recording the
-	// result disables it.
-	endpointGone bool
+	// disable, when set, is why recording the result disables the
+	// endpoint: a 410 Gone, or an address the guard rejects.
+	disable string
 }
 
 // attempt sends one claimed delivery and returns its result. The scheduler
@@ -72,11 +72,11 @@ func (d *Dispatcher) settle(res store.Result, c store.Claimed, out outcome) stor
 	switch {
 	case out.err == nil:
 		res.Status = store.StatusDelivered
-	case out.endpointGone:
+	case out.disable != "":
 		// Recording the result disables the endpoint in the same
 		// transaction, and the delivery waits for it to be enabled again.
 		res.Status, res.NextAttempt = store.StatusPending, res.AttemptedAt
-		res.DisableReason = goneReason
+		res.DisableReason = out.disable
 	case out.permanent:
 		res.Status = store.StatusDead
 	default:
@@ -110,8 +110,14 @@ func (d *Dispatcher) post(ctx context.Context, hook *hook, c store.Claimed, now 
 	req.Header.Set("webhook-signature", Sign(c.EventID, now, body, hook.signingSecrets(now)...))
 
 	resp, err := d.client.Do(req)
+	if errors.Is(err, ErrForbiddenAddress) {
+		// A retry cannot help, and failing each delivery for good would
+		// turn the backlog into dead deliveries, so the endpoint waits.
+		err = redactURL(err)
+		return outcome{err: err, disable: "the address guard rejected the endpoint: " + err.Error()}
+	}
 	if err != nil {
-		return outcome{err: redactURL(err), permanent: errors.Is(err, ErrForbiddenAddress)}
+		return outcome{err: redactURL(err)}
 	}
 	defer resp.Body.Close()
 	return classify(resp)
@@ -125,7 +131,7 @@ func classify(resp *http.Response) outcome {
 	case code >= 200 && code < 300:
 		return out
 	case code == http.StatusGone:
-		out.err, out.endpointGone = errors.New("endpoint returned status 410 Gone; it is disabled until re-enabled"), true
+		out.err, out.disable = errors.New("endpoint returned status 410 Gone; it is disabled until re-enabled"), goneReason
 	case code == http.StatusTooManyRequests:
 		out.err, out.retryAfter = fmt.Errorf("endpoint returned status %d", code), retryAfter(resp.Header.Get("Retry-After"))
 	case code >= 500:
