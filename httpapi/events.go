@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -43,6 +45,9 @@ type eventsPage struct {
 // ids greater than after, oldest first. The payloads are the stored bytes,
 // spliced in unchanged, so they stay identical to what webhooks sign.
 func (a *api) listEvents(c *fiber.Ctx) error {
+	if err := onlyQuery(c, "after", "limit"); err != nil {
+		return err
+	}
 	page, err := parseEventsPage(c)
 	if err != nil {
 		return err
@@ -163,6 +168,31 @@ func parseLimit(s string) (int, error) {
 // singleQuery returns the query parameter name, or "" when it is absent. A
 // parameter given more than once is rejected, because either choice of
 // value would surprise some client.
+// onlyQuery rejects a query parameter other than names, so that a
+// misspelt or misplaced one, such as after on a list that pages with
+// before, is not silently ignored while the client pages in a loop.
+func onlyQuery(c *fiber.Ctx, names ...string) error {
+	var unknown string
+	c.Context().QueryArgs().VisitAll(func(key, _ []byte) {
+		if unknown == "" && !slices.Contains(names, string(key)) {
+			unknown = string(key)
+		}
+	})
+	if unknown == "" {
+		return nil
+	}
+	field := unknown
+	if len(field) > maxQuotedLen {
+		field = ""
+	}
+	return &apiError{
+		Status:  http.StatusBadRequest,
+		Code:    "invalid_parameter",
+		Field:   field,
+		Message: fmt.Sprintf("unknown query parameter %s; %s %s takes %s", quote(unknown), c.Method(), c.Route().Path, strings.Join(names, ", ")),
+	}
+}
+
 func singleQuery(c *fiber.Ctx, name string) (string, error) {
 	values := c.Context().QueryArgs().PeekMulti(name)
 	switch len(values) {

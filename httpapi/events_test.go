@@ -273,3 +273,23 @@ func TestEventsSourceError(t *testing.T) {
 	require.Contains(t, logs, "connection refused to db.internal:5432")
 	require.Contains(t, logs, eventID(7))
 }
+
+func TestListsRejectUnknownQueryParameters(t *testing.T) {
+	t.Parallel()
+	bundle := setupWebhooks(t, httpapi.Options{})
+
+	cases := []struct{ path, unknown, takes string }{
+		{"/events?after_id=evt_00000000000000000000000001", "after_id", "GET /events takes after, limit"},
+		{"/webhooks?limit=5&cursor=x", "cursor", "GET /webhooks takes after, limit"},
+		{"/webhooks/wh_nothere/deliveries?after=evt_00000000000000000000000001", "after",
+			"GET /webhooks/:id/deliveries takes status, before, limit"},
+	}
+	for _, tc := range cases {
+		resp := bundle.send(t, http.MethodGet, tc.path, "")
+
+		detail := requireError(t, resp, http.StatusBadRequest, "invalid_parameter")
+		require.Equal(t, tc.unknown, detail.Field, tc.path)
+		require.Contains(t, detail.Message, "unknown query parameter "+strconv.Quote(tc.unknown), tc.path)
+		require.Contains(t, detail.Message, tc.takes, tc.path)
+	}
+}

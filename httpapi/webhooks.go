@@ -315,6 +315,9 @@ func (a *api) createWebhook(c *fiber.Ctx) error {
 // order, {"webhooks":[…],"next":…,"hasMore":…}. next is the last id on the
 // page, or after when the page is empty.
 func (a *api) listWebhooks(c *fiber.Ctx) error {
+	if err := onlyQuery(c, "after", "limit"); err != nil {
+		return err
+	}
 	after, err := singleQuery(c, "after")
 	if err != nil {
 		return err

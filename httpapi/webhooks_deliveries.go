@@ -146,6 +146,9 @@ func testPayload(eventID, webhookID string, at time.Time) []byte {
 // {"deliveries":[…],"next":…,"hasMore":…}. next is the before value for the
 // following page, or null on the last page.
 func (a *api) listDeliveries(c *fiber.Ctx) error {
+	if err := onlyQuery(c, "status", "before", "limit"); err != nil {
+		return err
+	}
 	status, before, err := parseDeliveryFilter(c)
 	if err != nil {
 		return err
