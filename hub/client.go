@@ -19,6 +19,7 @@ const (
 	closeRestarting       = 4009
 	closeTooManySubs      = 4010
 	closeNotAuthenticated = 4011
+	closeInvalidPayload   = 1007
 	closeInternalError    = 1011
 )
 

@@ -3,6 +3,7 @@ package hub
 import (
 	"encoding/json"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/olahol/melody"
 )
@@ -10,6 +11,12 @@ import (
 // onMessage handles one text frame on the session's read loop, or hands
 // it to the session's worker when handling it may wait long.
 func (h *Hub) onMessage(s *melody.Session, data []byte) {
+	if !utf8.Valid(data) {
+		// RFC 6455 section 8.1: a text frame that is not UTF-8 fails the
+		// connection, with 1007 (section 7.4.1).
+		clientOf(s).close(closeInvalidPayload, "text frame is not valid UTF-8")
+		return
+	}
 	var in inbound
 	if err := json.Unmarshal(data, &in.msg); err != nil {
 		in.invalid = fmt.Sprintf("message is not a valid JSON object of the protocol: %v", err)

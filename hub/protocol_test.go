@@ -26,7 +26,6 @@ func TestGarbageFramesKeepServing(t *testing.T) {
 		{"InvalidJSON", websocket.TextMessage, `{"type":`, "invalid_message"},
 		{"NotAnObject", websocket.TextMessage, `[1,2,3]`, "invalid_message"},
 		{"WrongMemberType", websocket.TextMessage, `{"type":"subscribe","models":"UserProfile"}`, "invalid_message"},
-		{"InvalidUTF8", websocket.TextMessage, "\xff\xfe", "invalid_message"},
 		{"UnknownType", websocket.TextMessage, `{"type":"explode"}`, "unknown_type"},
 		{"Binary", websocket.BinaryMessage, "\x00\x01\x02", "invalid_message"},
 	}
@@ -42,6 +41,16 @@ func TestGarbageFramesKeepServing(t *testing.T) {
 	c.sendFrame(websocket.TextMessage, []byte(`{"type":"ping","pad":"`+strings.Repeat("x", 64<<10)+`"}`))
 	closeErr, _ := c.readClose()
 	require.Equal(t, websocket.CloseMessageTooBig, closeErr.Code)
+
+	// Text that is not UTF-8 fails the connection, even inside a JSON
+	// string, which encoding/json would otherwise accept.
+	for _, data := range []string{"\xff\xfe", `{"type":"ping","pad":"` + "\xc3\x28" + `"}`} {
+		bad := dial(t, b.url)
+		bad.authenticate(adminToken)
+		bad.sendFrame(websocket.TextMessage, []byte(data))
+		closeErr, _ := bad.readClose()
+		require.Equal(t, websocket.CloseInvalidFramePayloadData, closeErr.Code, "frame %q", data)
+	}
 
 	e := b.event("UserProfile", "data.created", `{}`)
 	b.write(t, e)

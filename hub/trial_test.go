@@ -66,7 +66,7 @@ func TestErrorReplyEchoIsBounded(t *testing.T) {
 	c := dial(t, b.url)
 	c.authenticate(adminToken)
 
-	c.sendFrame(websocket.TextMessage, []byte(`{"type":"`+strings.Repeat("\xff", 60000)+`"}`))
+	c.sendFrame(websocket.TextMessage, []byte(`{"type":"`+strings.Repeat("\u00e9", 30000)+`"}`))
 	m := c.readType("error")
 	require.Equal(t, "unknown_type", m.Code)
 	require.Less(t, len(m.raw), 2048, "reply to a 60 KB type")
