@@ -19,6 +19,10 @@ func TestReplayWithClientPingsOutlastsPongWait(t *testing.T) {
 	b := setupReplay(t, 4500, 2*time.Second)
 	c := b.connect(t)
 
+	start := time.Now()
+	b.subscribeSince(c, "s1", "UserProfile")
+	// From here on only the pinger writes to the connection: gorilla allows
+	// one writer at a time.
 	stop := make(chan struct{})
 	var pinger sync.WaitGroup
 	pinger.Go(func() {
@@ -39,8 +43,6 @@ func TestReplayWithClientPingsOutlastsPongWait(t *testing.T) {
 	defer pinger.Wait()
 	defer close(stop)
 
-	start := time.Now()
-	b.subscribeSince(c, "s1", "UserProfile")
 	got := make([]string, 0, len(b.ids))
 	for len(got) < len(b.ids) {
 		m := c.readSlowly()
