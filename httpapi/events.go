@@ -187,7 +187,7 @@ func onlyQuery(c *fiber.Ctx, names ...string) error {
 	}
 	return &apiError{
 		Status:  http.StatusBadRequest,
-		Code:    "invalid_parameter",
+		Code:    "unknown_parameter",
 		Field:   field,
 		Message: fmt.Sprintf("unknown query parameter %s; %s %s takes %s", quote(unknown), c.Method(), c.Route().Path, strings.Join(names, ", ")),
 	}

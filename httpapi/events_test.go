@@ -287,7 +287,7 @@ func TestListsRejectUnknownQueryParameters(t *testing.T) {
 	for _, tc := range cases {
 		resp := bundle.send(t, http.MethodGet, tc.path, "")
 
-		detail := requireError(t, resp, http.StatusBadRequest, "invalid_parameter")
+		detail := requireError(t, resp, http.StatusBadRequest, "unknown_parameter")
 		require.Equal(t, tc.unknown, detail.Field, tc.path)
 		require.Contains(t, detail.Message, "unknown query parameter "+strconv.Quote(tc.unknown), tc.path)
 		require.Contains(t, detail.Message, tc.takes, tc.path)
