@@ -35,22 +35,8 @@ func TestSlowEndpointDoesNotBlockOthers(t *testing.T) {
 	// Written in small transactions, so both endpoints' deliveries mix in
 	// the claims.
 	const events = 200
-	for i := 0; i < events; i += 10 {
-		instances := make([]string, 10)
-		for j := range instances {
-			instances[j] = fmt.Sprintf("row%d", i+j)
-		}
-		b.write(t, instances...)
-	}
-	waitFor(t, 30*time.Second, "every delivery to the healthy endpoint", func() bool {
-		delivered := 0
-		for _, d := range b.deliveries(t, healthyHook) {
-			if d.Status == store.StatusDelivered {
-				delivered++
-			}
-		}
-		return delivered == events
-	})
+	b.writeRows(t, events)
+	b.waitDelivered(t, healthyHook, events)
 
 	require.Len(t, healthy.requests(), events)
 	require.LessOrEqual(t, len(slow.requests()), 2, "at most PerEndpoint attempts reach the slow endpoint at once")
@@ -136,22 +122,8 @@ func TestSlowEndpointGetsEachDeliveryOnce(t *testing.T) {
 	// Sent two at a time, the backlog takes about 4.5 s to drain, so the
 	// last claims wait well past their 1 s lease.
 	const events = 60
-	for i := 0; i < events; i += 10 {
-		instances := make([]string, 10)
-		for j := range instances {
-			instances[j] = fmt.Sprintf("row%d", i+j)
-		}
-		b.write(t, instances...)
-	}
-	waitFor(t, 30*time.Second, "every delivery", func() bool {
-		delivered := 0
-		for _, d := range b.deliveries(t, hook) {
-			if d.Status == store.StatusDelivered {
-				delivered++
-			}
-		}
-		return delivered == events
-	})
+	b.writeRows(t, events)
+	b.waitDelivered(t, hook, events)
 
 	sends := map[string]int{}
 	for _, r := range rc.requests() {
@@ -164,4 +136,32 @@ func TestSlowEndpointGetsEachDeliveryOnce(t *testing.T) {
 	for _, d := range b.deliveries(t, hook) {
 		require.Len(t, d.Attempts, 1, "delivery of %s", d.EventID)
 	}
+}
+
+// writeRows writes n events of rows row0 to row<n-1>, ten per transaction,
+// so that deliveries of several endpoints mix in the claims.
+func (b *bundle) writeRows(t *testing.T, n int) {
+	t.Helper()
+	for i := 0; i < n; i += 10 {
+		instances := make([]string, min(10, n-i))
+		for j := range instances {
+			instances[j] = fmt.Sprintf("row%d", i+j)
+		}
+		b.write(t, instances...)
+	}
+}
+
+// waitDelivered waits up to 30 s until n deliveries of the endpoint are
+// delivered.
+func (b *bundle) waitDelivered(t *testing.T, webhookID string, n int) {
+	t.Helper()
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d deliveries to %s", n, webhookID), func() bool {
+		delivered := 0
+		for _, d := range b.deliveries(t, webhookID) {
+			if d.Status == store.StatusDelivered {
+				delivered++
+			}
+		}
+		return delivered == n
+	})
 }
