@@ -47,16 +47,31 @@ func (g *grant) permits(e *store.Event, row *eventRow) bool {
 	return f == nil || f.matches(row)
 }
 
-// tokenClaims are the claims of an accepted JWT. Models, when present,
-// limits the models its holder may subscribe to; a JWT without it may see
-// every model. Filter pins columns per model, model → column → value, so
-// the holder receives only rows that have those values. Both are kept raw
-// so that null, which Go's encoding/json writes for a nil slice or map,
-// can be told apart from a missing claim.
-type tokenClaims struct {
-	Models json.RawMessage `json:"models"`
-	Filter json.RawMessage `json:"filter"`
-	jwt.RegisteredClaims
+// Claims of a JWT read by the hub. models, when present, limits the models
+// its holder may subscribe to; a JWT without it may see every model.
+// filter pins columns per model, model → column → value, so the holder
+// receives only rows that have those values. Claims are read from
+// jwt.MapClaims because its names match exactly: decoded into a struct,
+// Go's encoding/json would take a "Models" member, another claim to every
+// other JWT library, for models.
+const (
+	modelsClaim = "models"
+	filterClaim = "filter"
+)
+
+// rawClaim returns the JSON of claim name and whether it is present. The
+// claims must be parsed with jwt.WithJSONNumber so that numbers keep their
+// text.
+func rawClaim(claims jwt.MapClaims, name string) (json.RawMessage, bool) {
+	value, ok := claims[name]
+	if !ok {
+		return nil, false
+	}
+	raw, err := json.Marshal(value)
+	if err != nil {
+		return json.RawMessage("null"), true // not reached: the value came from JSON
+	}
+	return raw, true
 }
 
 // decodeClaim decodes a present claim into out. null is rejected: an issuer
@@ -87,35 +102,38 @@ func (h *Hub) checkToken(token string) (*grant, error) {
 		return nil, errInvalidToken
 	}
 
-	var claims tokenClaims
-	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) {
+	claims := jwt.MapClaims{}
+	_, err := jwt.ParseWithClaims(token, claims, func(*jwt.Token) (any, error) {
 		return []byte(secret), nil
-	}, jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}))
+	}, jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithJSONNumber())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errInvalidToken, err)
 	}
-	var filterClaim map[string]map[string]json.RawMessage
-	if claims.Filter != nil {
-		if err := decodeClaim("filter", claims.Filter, &filterClaim, `an object of model → column → value`); err != nil {
+
+	var filterSpec map[string]map[string]json.RawMessage
+	if raw, ok := rawClaim(claims, filterClaim); ok {
+		if err := decodeClaim(filterClaim, raw, &filterSpec, `an object of model → column → value`); err != nil {
 			return nil, fmt.Errorf("%w: %w", errInvalidToken, err)
 		}
 	}
-	filters, err := parseModelFilters(filterClaim)
+	filters, err := parseModelFilters(filterSpec)
 	if err != nil {
 		return nil, fmt.Errorf("%w: filter claim: %w", errInvalidToken, err)
 	}
-	if err := h.checkFilterClaim(filterClaim); err != nil {
+	if err := h.checkFilterClaim(filterSpec); err != nil {
 		return nil, fmt.Errorf("%w: filter claim: %w", errInvalidToken, err)
 	}
-	g := &grant{allModels: claims.Models == nil, filters: filters}
-	if claims.ExpiresAt != nil {
-		g.expires = claims.ExpiresAt.Time
+
+	g := &grant{allModels: true, filters: filters}
+	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
+		g.expires = exp.Time
 	}
-	if claims.Models != nil {
+	if raw, ok := rawClaim(claims, modelsClaim); ok {
 		var models []string
-		if err := decodeClaim("models", claims.Models, &models, "a list of model names"); err != nil {
+		if err := decodeClaim(modelsClaim, raw, &models, "a list of model names"); err != nil {
 			return nil, fmt.Errorf("%w: %w", errInvalidToken, err)
 		}
+		g.allModels = false
 		g.models = make(map[string]bool, len(models))
 		for _, m := range models {
 			g.models[m] = true
