@@ -76,7 +76,7 @@ func (d *Dispatcher) settle(res store.Result, c store.Claimed, out outcome) stor
 		// Recording the result disables the endpoint in the same
 		// transaction, and the delivery waits for it to be enabled again.
 		res.Status, res.NextAttempt = store.StatusPending, res.AttemptedAt
-		res.DisableReason = out.disable
+		res.DisableReason, res.Uncounted = out.disable, true
 	case out.permanent:
 		res.Status = store.StatusDead
 	default:

@@ -132,6 +132,11 @@ type Result struct {
 	WebhookID   string
 	LeaseUntil  time.Time // from the claim
 	Attempts    int       // attempts before this one, from the claim
+	// Uncounted keeps the attempt out of the delivery's attempt count,
+	// which the retry schedule follows, though it is recorded. It is set
+	// when the attempt disables the endpoint: the delivery waits for the
+	// endpoint and should keep all its retries for when it is back.
+	Uncounted bool
 	AttemptedAt time.Time
 	Duration    time.Duration
 	StatusCode  int // 0 when no response arrived
@@ -163,6 +168,9 @@ func (s *Store) Record(ctx context.Context, results []Result) error {
 		}
 		ids[i], statuses[i], attempted[i], next[i] = r.DeliveryID, r.Status, r.AttemptedAt, r.NextAttempt
 		leases[i], attempts[i] = r.LeaseUntil, int32(r.Attempts)
+		if !r.Uncounted {
+			attempts[i]++
+		}
 		durations[i] = float64(r.Duration.Microseconds()) / 1000
 		if r.StatusCode != 0 {
 			code := int32(r.StatusCode)
@@ -178,7 +186,7 @@ func (s *Store) Record(ctx context.Context, results []Result) error {
 				$6::int4[], $7::text[], $8::text[], $9::timestamptz[], $10::int4[])
 				AS r(id, status, attempted_at, next_attempt_at, duration_ms, status_code, error, response, lease_until, attempts)),
 		updated AS (
-			UPDATE civicbase.deliveries d SET status = r.status, attempts = r.attempts + 1,
+			UPDATE civicbase.deliveries d SET status = r.status, attempts = r.attempts,
 				next_attempt_at = r.next_attempt_at, last_error = r.error,
 				delivered_at = CASE WHEN r.status = 'delivered' THEN r.attempted_at END
 			FROM r WHERE d.id = r.id AND d.next_attempt_at = r.lease_until AND d.status = 'pending'
