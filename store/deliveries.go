@@ -128,15 +128,15 @@ func (s *Store) Claim(ctx context.Context, limit int, lease time.Duration, limit
 
 // Result is the outcome of one delivery attempt.
 type Result struct {
-	DeliveryID  int64
-	WebhookID   string
-	LeaseUntil  time.Time // from the claim
-	Attempts    int       // attempts before this one, from the claim
+	DeliveryID int64
+	WebhookID  string
+	LeaseUntil time.Time // from the claim
+	Attempts   int       // attempts before this one, from the claim
 	// Uncounted keeps the attempt out of the delivery's attempt count,
 	// which the retry schedule follows, though it is recorded. It is set
 	// when the attempt disables the endpoint: the delivery waits for the
 	// endpoint and should keep all its retries for when it is back.
-	Uncounted bool
+	Uncounted   bool
 	AttemptedAt time.Time
 	Duration    time.Duration
 	StatusCode  int // 0 when no response arrived
