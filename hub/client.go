@@ -20,6 +20,7 @@ const (
 	closeTooManySubs      = 4010
 	closeNotAuthenticated = 4011
 	closeInvalidPayload   = 1007
+	closePolicyViolation  = 1008
 	closeInternalError    = 1011
 )
 
@@ -75,11 +76,10 @@ type client struct {
 	// working is set while the session's worker goroutine handles its
 	// messages, and workerDone is closed when the worker returns. pending
 	// holds the messages that wait for the worker, in the order they
-	// arrived. dequeued, when not nil, is closed when the worker takes one.
+	// arrived.
 	working    bool
 	workerDone chan struct{}
 	pending    []inbound
-	dequeued   chan struct{}
 	// servedUpTo is the id up to which every event was queued or skipped, so
 	// fan-out skips ids at or below it. A replay or catch-up moves it with
 	// each event it reads after the session's live position.

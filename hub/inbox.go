@@ -1,6 +1,9 @@
 package hub
 
-import "slices"
+import (
+	"fmt"
+	"slices"
+)
 
 // A session's messages are handled one at a time, in the order they
 // arrive, so their replies come in that order too. melody reads frames,
@@ -22,54 +25,42 @@ type inbound struct {
 
 // pendingLimit returns how many messages may wait for a session's worker:
 // a subscribe for every subscription the session may have, and a few
-// more for pings. A client that sends more meanwhile is not read from
-// until one is taken.
-//
-// NOTE: while a session is not read from, its pongs are not read either,
-// so a client that keeps the queue full for Config.PongWait is closed
-// without a close frame.
+// more. A client that sends more meanwhile is closed with 1008: waiting
+// for room would stop the read loop, and with it the reading of pongs,
+// so the session would end without a close frame once the pong wait
+// passed.
 func (c Config) pendingLimit() int { return c.MaxSubscriptions + 4 }
 
 // offload queues in for the session's worker, starting the worker if
 // none runs, when a worker runs or when handling in may wait long. It
-// reports false when the read loop should handle in itself. While the
-// queue is full it waits for the worker to take a message.
+// reports false when the read loop should handle in itself. A full queue
+// closes the session.
 func (h *Hub) offload(c *client, in inbound) bool {
-	for {
-		c.mu.Lock()
-		if c.closing || c.stopped {
-			c.mu.Unlock()
-			return true
-		}
-		if !c.working && !c.mayWaitLocked(in) {
-			c.mu.Unlock()
-			return false
-		}
-		if in.isPing() && c.pingPendingLocked() {
-			// One pong answers both, and pongs carry nothing else, so a
-			// client that pings through a long replay never fills the
-			// queue with pings.
-			c.mu.Unlock()
-			return true
-		}
-		if len(c.pending) < c.pendingLimit {
-			start := !c.working
-			c.queueLocked(in)
-			c.mu.Unlock()
-			if start {
-				go h.work(c)
-			}
-			return true
-		}
-		dequeued := c.dequeuedLocked()
-		c.mu.Unlock()
-
-		select {
-		case <-dequeued:
-		case <-c.done:
-			return true
-		}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing || c.stopped {
+		return true
 	}
+	if !c.working && !c.mayWaitLocked(in) {
+		return false
+	}
+	if in.isPing() && c.pingPendingLocked() {
+		// One pong answers both, and pongs carry nothing else, so a
+		// client that pings through a long replay never fills the queue
+		// with pings.
+		return true
+	}
+	if len(c.pending) >= c.pendingLimit {
+		c.closeLocked(closePolicyViolation, fmt.Sprintf(
+			"more than %d messages sent while an earlier one waits; wait for its reply", c.pendingLimit))
+		return true
+	}
+	start := !c.working
+	c.queueLocked(in)
+	if start {
+		go h.work(c)
+	}
+	return true
 }
 
 // mayWaitLocked reports whether handling in may wait long: it is a
@@ -113,15 +104,6 @@ func (c *client) unsubscribePendingLocked(id string) bool {
 	return false
 }
 
-// dequeuedLocked returns a channel that the worker closes when it takes
-// the next message. c.mu must be held.
-func (c *client) dequeuedLocked() <-chan struct{} {
-	if c.dequeued == nil {
-		c.dequeued = make(chan struct{})
-	}
-	return c.dequeued
-}
-
 // work handles the session's queued messages in order and returns when
 // none is left or the session is closing.
 func (h *Hub) work(c *client) {
@@ -140,10 +122,6 @@ func (h *Hub) work(c *client) {
 func (c *client) takePending() (inbound, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.dequeued != nil {
-		close(c.dequeued)
-		c.dequeued = nil
-	}
 	if len(c.pending) == 0 || c.closing || c.stopped {
 		c.pending = nil
 		c.working = false
