@@ -30,14 +30,8 @@ func TestGuardRefusalKeepsBacklog(t *testing.T) {
 	}
 	b.write(t, instances...)
 
-	d := delivery.NewDispatcher(delivery.Config{Schedule: []time.Duration{time.Minute}, PollInterval: 20 * time.Millisecond},
-		b.store, nil, logger())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	time.Sleep(time.Second)
-	cancel()
-	require.NoError(t, <-done)
+	runDispatcherUntil(t, b, delivery.Config{Schedule: []time.Duration{time.Minute}, PollInterval: 20 * time.Millisecond},
+		"the guard to disable the endpoint", func() bool { return b.disabled(t, hook) })
 
 	require.Empty(t, rc.requests(), "the guard let a request through")
 	var dead int
@@ -49,7 +43,6 @@ func TestGuardRefusalKeepsBacklog(t *testing.T) {
 	require.Zero(t, dead, "deliveries went dead because the guard refused the endpoint's address")
 	w, err := b.store.Webhook(context.Background(), hook)
 	require.NoError(t, err)
-	require.False(t, w.Active, "the endpoint is disabled")
 	require.NotNil(t, w.DisabledReason)
 	require.Contains(t, *w.DisabledReason, "the address guard rejected the endpoint")
 	require.Contains(t, *w.DisabledReason, "127.0.0.1")

@@ -12,16 +12,27 @@ import (
 	"github.com/civicbase/civicbase/store"
 )
 
-// runDispatcher runs a dispatcher with cfg for d and stops it.
-func runDispatcher(t *testing.T, b *bundle, cfg delivery.Config, d time.Duration) {
+// runDispatcherUntil runs a dispatcher with cfg until cond holds, for at
+// most 30 s, and stops it. Unlike bundle.run, it keeps cfg.AllowPrivate.
+func runDispatcherUntil(t *testing.T, b *bundle, cfg delivery.Config, what string, cond func() bool) {
 	t.Helper()
 	disp := delivery.NewDispatcher(cfg, b.store, nil, logger())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- disp.Run(ctx) }()
-	time.Sleep(d)
-	cancel()
-	require.NoError(t, <-done)
+	defer func() {
+		cancel()
+		require.NoError(t, <-done)
+	}()
+	waitFor(t, 30*time.Second, what, cond)
+}
+
+// disabled reports whether the endpoint is disabled.
+func (b *bundle) disabled(t *testing.T, webhookID string) bool {
+	t.Helper()
+	w, err := b.store.Webhook(context.Background(), webhookID)
+	require.NoError(t, err)
+	return !w.Active
 }
 
 // A guard refusal disables the endpoint before any request is sent, so it
@@ -36,15 +47,17 @@ func TestGuardRefusalKeepsRetries(t *testing.T) {
 	b.write(t, "u1")
 	schedule := []time.Duration{time.Minute}
 
-	runDispatcher(t, b, delivery.Config{Schedule: schedule, PollInterval: 20 * time.Millisecond}, 500*time.Millisecond)
-	w, err := b.store.Webhook(context.Background(), hook)
-	require.NoError(t, err)
-	require.False(t, w.Active, "the guard disabled the endpoint")
+	runDispatcherUntil(t, b, delivery.Config{Schedule: schedule, PollInterval: 20 * time.Millisecond},
+		"the guard to disable the endpoint", func() bool { return b.disabled(t, hook) })
 
 	active := true
-	_, err = b.store.UpdateWebhook(context.Background(), hook, store.WebhookUpdate{Active: &active})
+	_, err := b.store.UpdateWebhook(context.Background(), hook, store.WebhookUpdate{Active: &active})
 	require.NoError(t, err)
-	runDispatcher(t, b, delivery.Config{Schedule: schedule, PollInterval: 20 * time.Millisecond, AllowPrivate: true}, 500*time.Millisecond)
+	runDispatcherUntil(t, b, delivery.Config{Schedule: schedule, PollInterval: 20 * time.Millisecond, AllowPrivate: true},
+		"the 503 to be recorded", func() bool {
+			infos := b.deliveries(t, hook)
+			return len(infos) == 1 && len(infos[0].Attempts) == 2
+		})
 
 	require.Len(t, rc.requests(), 1, "one request, answered 503")
 	infos := b.deliveries(t, hook)
