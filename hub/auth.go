@@ -115,6 +115,11 @@ func (h *Hub) checkToken(token string) (*grant, error) {
 		if err := decodeClaim(filterClaim, raw, &filterSpec, `an object of model → column → value`); err != nil {
 			return nil, fmt.Errorf("%w: %w", errInvalidToken, err)
 		}
+		if len(filterSpec) == 0 {
+			// Like a model that pins no column, an empty claim narrows
+			// nothing, so it more likely means a bug than every row.
+			return nil, fmt.Errorf("%w: filter claim pins no model; give model → column → value, or leave the claim out", errInvalidToken)
+		}
 	}
 	filters, err := parseModelFilters(filterSpec)
 	if err != nil {

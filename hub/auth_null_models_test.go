@@ -51,3 +51,17 @@ func TestJWTFilterClaimNullRejected(t *testing.T) {
 	require.Equal(t, "invalid_token", m.Code)
 	require.Contains(t, m.Message, "filter claim is null")
 }
+
+// An empty filter claim pins nothing, like a model that pins no column.
+func TestJWTFilterClaimEmptyRejected(t *testing.T) {
+	t.Parallel()
+	b := setup(t, testConfig())
+	c := dial(t, b.url)
+
+	c.send(map[string]string{"type": "authenticate", "token": signHS256(t, jwtSecret, jwt.MapClaims{"filter": map[string]any{}})})
+	m := c.read()
+
+	require.Equal(t, "error", m.Type, "message %s", m.raw)
+	require.Equal(t, "invalid_token", m.Code)
+	require.Contains(t, m.Message, "filter claim pins no model")
+}
