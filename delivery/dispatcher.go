@@ -175,8 +175,8 @@ func (d *Dispatcher) send(ctx, sendCtx context.Context, c store.Claimed) {
 }
 
 // renewIfNeeded renews the lease of c when the rest of it might not cover an
-// attempt, so that nobody claims c again and sends it twice. It reports
-// false when c must not be sent because the claim was lost or not renewed.
+// attempt, so that c is not claimed again and sent twice. It reports false
+// when c must not be sent because the claim was lost or not renewed.
 func (d *Dispatcher) renewIfNeeded(ctx context.Context, c store.Claimed) (store.Claimed, bool) {
 	if time.Until(c.LeaseUntil) >= d.cfg.Timeout+(d.cfg.Lease-d.cfg.Timeout)/2 {
 		return c, true

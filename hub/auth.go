@@ -67,10 +67,9 @@ func rawClaim(claims jwt.MapClaims, name string) (json.RawMessage, bool) {
 	if !ok {
 		return nil, false
 	}
-	raw, err := json.Marshal(value)
-	if err != nil {
-		return json.RawMessage("null"), true // not reached: the value came from JSON
-	}
+	// The value was decoded from JSON, so it encodes again. Were it not,
+	// the nil result would make decodeClaim reject the claim.
+	raw, _ := json.Marshal(value)
 	return raw, true
 }
 

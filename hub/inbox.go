@@ -8,10 +8,10 @@ import (
 // A session's messages are handled one at a time, in the order they
 // arrive, so their replies come in that order too. melody reads frames,
 // the pongs that keep a session open among them, only between calls of
-// onMessage. A message whose handling can wait long therefore goes to a
-// worker goroutine of the session: a subscribe with since, whose replay
-// lasts as long as the client takes to read it, and any message that must
-// wait for room in the send buffer. Messages that arrive while the worker
+// onMessage. So a message whose handling can wait long goes to a worker
+// goroutine of the session. Such messages are a subscribe with since,
+// whose replay lasts as long as the client takes to read it, and any
+// message that must wait for room in the send buffer. Messages that arrive while the worker
 // runs queue behind it. The worker returns when none is left, so an idle
 // session has none.
 
@@ -45,9 +45,8 @@ func (h *Hub) offload(c *client, in inbound) bool {
 		return false
 	}
 	if in.isPing() && c.pingPendingLocked() {
-		// One pong answers both, and pongs carry nothing else, so a
-		// client that pings through a long replay never fills the queue
-		// with pings.
+		// Pongs carry nothing, so the queued ping's pong replies to
+		// both, and pings through a long replay never fill the queue.
 		return true
 	}
 	if len(c.pending) >= c.pendingLimit {

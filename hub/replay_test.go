@@ -2,9 +2,12 @@ package hub_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -244,4 +247,88 @@ func TestReplayStoppedByClose(t *testing.T) {
 	var closeErr *websocket.CloseError
 	require.ErrorAs(t, err, &closeErr)
 	require.Equal(t, 4009, closeErr.Code)
+}
+
+// A client that reads a long replay and pings every 50 ms keeps its
+// session. Queued pings once filled the session's queue, which stopped
+// melody's read loop, so the session ended with 1006 after the pong wait.
+func TestReplayWithPingsOutlastsPongWait(t *testing.T) {
+	t.Parallel()
+	b := setupReplay(t, 4500, 2*time.Second)
+	c := b.connect(t)
+
+	start := time.Now()
+	b.subscribeSince(c, "s1", "UserProfile")
+	// From here on only the pinger writes to the connection: gorilla allows
+	// one writer at a time.
+	stop := make(chan struct{})
+	var pinger sync.WaitGroup
+	pinger.Go(func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			_ = c.conn.SetWriteDeadline(time.Now().Add(waitTimeout))
+			if c.conn.WriteJSON(map[string]string{"type": "ping"}) != nil {
+				return
+			}
+		}
+	})
+	defer pinger.Wait()
+	defer close(stop)
+
+	got := make([]string, 0, len(b.ids))
+	for len(got) < len(b.ids) {
+		m := c.readSlowly()
+		if m.Type == "pong" {
+			continue
+		}
+		require.Equal(t, "create", m.Type, "message %s", m.raw)
+		got = append(got, m.ID)
+	}
+	require.Equal(t, b.ids, got, "every stored event once, in order")
+	require.Greater(t, time.Since(start), 2*b.cfg.PongWait, "the replay must outlast the pong wait to test it")
+	for {
+		if m := c.read(); m.Type == "subscribed" {
+			break
+		}
+	}
+}
+
+// A client that sends more messages during a long replay than the session
+// queues (MaxSubscriptions+4) is closed with 1008 and a reason. Waiting
+// for room instead stopped melody's read loop, so the hub's protocol pongs
+// went unread and the connection was reset, without a close frame, once
+// the replay outlasted the pong wait.
+func TestReplayFloodClosesWithFrame(t *testing.T) {
+	t.Parallel()
+	b := setupReplay(t, 4500, 2*time.Second)
+	c := b.connect(t)
+	b.subscribeSince(c, "s1", "UserProfile")
+	for range 40 {
+		c.send(map[string]string{"type": "bogus"})
+	}
+
+	answered := 0
+	for answered < 40 {
+		require.NoError(t, c.conn.SetReadDeadline(time.Now().Add(waitTimeout)))
+		time.Sleep(time.Millisecond)
+		_, data, err := c.conn.ReadMessage()
+		if err == nil {
+			var m message
+			require.NoError(t, json.Unmarshal(data, &m))
+			if m.Type == "error" {
+				answered++
+			}
+			continue
+		}
+		var closeErr *websocket.CloseError
+		require.True(t, errors.As(err, &closeErr), "session ended without a close frame: %v", err)
+		require.Equal(t, websocket.ClosePolicyViolation, closeErr.Code, "close reason %q", closeErr.Text)
+		return
+	}
 }

@@ -243,10 +243,10 @@ func (s *Store) ClearFailing(ctx context.Context, webhookID string) error {
 	return nil
 }
 
-// Renew extends the lease of a claimed delivery to lease from now, provided
-// the claim still holds: the delivery is pending and nobody claimed,
-// released or recorded it since. It returns the renewed claim, or false
-// when the claim was lost.
+// Renew extends the lease of a claimed delivery to lease from now if the
+// claim still holds, that is the delivery is pending and was not claimed,
+// released or recorded since. It returns the renewed claim, or false when
+// the claim was lost.
 func (s *Store) Renew(ctx context.Context, c Claimed, lease time.Duration) (Claimed, bool, error) {
 	err := s.pool.QueryRow(ctx, `UPDATE civicbase.deliveries SET next_attempt_at = now() + $3::interval
 		WHERE id = $1 AND next_attempt_at = $2 AND status = 'pending'

@@ -2,6 +2,7 @@ package delivery_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -11,6 +12,39 @@ import (
 	"github.com/civicbase/civicbase/delivery"
 	"github.com/civicbase/civicbase/store"
 )
+
+// An endpoint whose address the guard rejects at connect time, because its
+// name now resolves to a private address or it was registered in
+// development mode, is disabled as after a 410. Its deliveries wait
+// instead of each going dead after one attempt.
+func TestGuardRefusalKeepsBacklog(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	rc := newReceiver(t, func(received, int, http.Header) int { return http.StatusOK })
+	hook := b.register(t, rc.URL, "*")
+	instances := make([]string, 50)
+	for i := range instances {
+		instances[i] = fmt.Sprintf("u%d", i)
+	}
+	b.write(t, instances...)
+
+	runDispatcherUntil(t, b, delivery.Config{Schedule: []time.Duration{time.Minute}, PollInterval: 20 * time.Millisecond},
+		"the guard to disable the endpoint", func() bool { return b.disabled(t, hook) })
+
+	require.Empty(t, rc.requests(), "the guard let a request through")
+	var dead int
+	for _, info := range b.deliveries(t, hook) {
+		if info.Status == store.StatusDead {
+			dead++
+		}
+	}
+	require.Zero(t, dead, "deliveries went dead because the guard refused the endpoint's address")
+	w, err := b.store.Webhook(context.Background(), hook)
+	require.NoError(t, err)
+	require.NotNil(t, w.DisabledReason)
+	require.Contains(t, *w.DisabledReason, "the address guard rejected the endpoint")
+	require.Contains(t, *w.DisabledReason, "127.0.0.1")
+}
 
 // runDispatcherUntil runs a dispatcher with cfg until cond holds, for at
 // most 30 s, and stops it. Unlike bundle.run, it keeps cfg.AllowPrivate.
@@ -35,10 +69,9 @@ func (b *bundle) disabled(t *testing.T, webhookID string) bool {
 	return !w.Active
 }
 
-// A guard refusal disables the endpoint before any request is sent, so it
-// must not use up one of the delivery's retries: after the endpoint is
-// re-enabled on an instance that allows its address, a first transient
-// failure must be retried by the schedule, not make the delivery dead.
+// A guard rejection does not use up a retry. After the endpoint is enabled
+// again on an instance that allows its address, a first 503 is retried on
+// schedule rather than making the delivery dead.
 func TestGuardRefusalKeepsRetries(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
