@@ -95,6 +95,20 @@ func dialRealtime(t *testing.T, addr, model, since string) *wsClient {
 	return &wsClient{conn: conn}
 }
 
+// waitSubscribed reads until the subscribed reply and notes its liveFrom.
+func (c *wsClient) waitSubscribed(t *testing.T) {
+	t.Helper()
+	for {
+		var msg map[string]any
+		require.NoError(t, c.conn.ReadJSON(&msg))
+		require.NotEqual(t, "error", msg["type"], "error message: %v", msg)
+		if msg["type"] == "subscribed" {
+			c.liveFrom, _ = msg["liveFrom"].(string)
+			return
+		}
+	}
+}
+
 // read returns the next n event messages, skipping the subscribed reply
 // but noting its liveFrom.
 func (c *wsClient) read(t *testing.T, n int) []map[string]any {
@@ -124,6 +138,7 @@ func TestRealtimeResumeLosesNothing(t *testing.T) {
 	svc := startReady(t, url)
 
 	first := dialRealtime(t, svc.addr, "Counter", "")
+	first.waitSubscribed(t)
 	_, err := pool.Exec(ctx, `INSERT INTO counters VALUES (0, 0)`)
 	require.NoError(t, err)
 	last := first.read(t, 1)[0]["id"].(string)
@@ -164,6 +179,9 @@ func TestRealtimeSameEventsOnTwoInstances(t *testing.T) {
 
 	onA := dialRealtime(t, a.addr, "Counter", "")
 	onB := dialRealtime(t, b.addr, "Counter", "")
+	// Rows committed before a subscription is live are not sent to it.
+	onA.waitSubscribed(t)
+	onB.waitSubscribed(t)
 	for i := range 300 {
 		_, err := pool.Exec(ctx, `INSERT INTO counters VALUES ($1, 0)`, i)
 		require.NoError(t, err)
